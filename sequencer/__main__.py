@@ -1,0 +1,5 @@
+"""Run the command line as ``python -m sequencer``."""
+
+from sequencer.cli import main
+
+main()

@@ -1,0 +1,64 @@
+"""The project's exception tree; every error a caller can see is one of these.
+
+::
+
+    SequencerError
+     ├── ProblemsFound            input files have problems (carries every one of them)
+     ├── ConfigError (ValueError) a setting or the config file is wrong
+     ├── SequenceNotFound (LookupError)
+     └── TemplateError
+          ├── TemplateNotFound (LookupError)
+          ├── TemplateSyntaxError (ValueError)
+          ├── TemplateRenderError (ValueError)   a missing field, a failing filter
+          └── TemplateSecurityError              a sandbox escape was attempted
+
+Library errors (Jinja2, PyYAML, zoneinfo) are translated into these at the boundary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sequencer.core.problems import Problem
+
+
+class SequencerError(Exception):
+    """Base of every error raised by Sequencer."""
+
+
+class ProblemsFound(SequencerError):
+    """One or more input files have problems; ``problems`` lists all of them."""
+
+    def __init__(self, problems: Sequence[Problem]) -> None:
+        self.problems = tuple(problems)
+        super().__init__("\n".join(p.format() for p in self.problems))
+
+
+class ConfigError(SequencerError, ValueError):
+    """A setting or the config file is wrong; the message says which and how to fix it."""
+
+
+class SequenceNotFound(SequencerError, LookupError):
+    """No sequence file matches the given name or path."""
+
+
+class TemplateError(SequencerError):
+    """A template could not be found, parsed or rendered."""
+
+
+class TemplateNotFound(TemplateError, LookupError):
+    """No template with this name exists."""
+
+
+class TemplateSyntaxError(TemplateError, ValueError):
+    """The template source is not valid Jinja2 or its front matter is wrong."""
+
+
+class TemplateRenderError(TemplateError, ValueError):
+    """Rendering failed, usually because a field has no value and no default."""
+
+
+class TemplateSecurityError(TemplateError):
+    """The template tried to reach Python internals; nothing was executed."""

@@ -1,0 +1,25 @@
+"""Public re-export of the exception tree, which lives in :mod:`sequencer.core.errors`."""
+
+from sequencer.core.errors import (
+    ConfigError,
+    ProblemsFound,
+    SequenceNotFound,
+    SequencerError,
+    TemplateError,
+    TemplateNotFound,
+    TemplateRenderError,
+    TemplateSecurityError,
+    TemplateSyntaxError,
+)
+
+__all__ = [
+    "ConfigError",
+    "ProblemsFound",
+    "SequenceNotFound",
+    "SequencerError",
+    "TemplateError",
+    "TemplateNotFound",
+    "TemplateRenderError",
+    "TemplateSecurityError",
+    "TemplateSyntaxError",
+]

@@ -1,0 +1,1 @@
+"""The only code that speaks mail protocols: SMTP sending and IMAP watching."""

@@ -1,0 +1,1 @@
+"""Wiring: dispatcher, job functions, worker settings, the local runner."""

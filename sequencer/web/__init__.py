@@ -1,0 +1,1 @@
+"""HTTP: one-click unsubscribe, enrollment API, health."""
