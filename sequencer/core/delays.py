@@ -1,4 +1,4 @@
-"""Delays between steps: ``immediately``, ``4 hours``, ``3 days``, ``2 business days``, ``1 week``."""
+"""Delays between steps: ``immediately``, ``4 hours``, ``3 days``, ``2 business days``."""
 
 from __future__ import annotations
 

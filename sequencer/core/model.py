@@ -12,6 +12,10 @@ from sequencer.core.delays import Delay, DelayUnit
 
 WEEKDAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
+_FIVE_BUSINESS_DAYS = Delay(5, DelayUnit.BUSINESS_DAYS)
+_THIRTY_DAYS = Delay(30, DelayUnit.DAYS)
+_ONE_DAY = Delay(1, DelayUnit.DAYS)
+
 
 class Channel(StrEnum):
     EMAIL = "email"
@@ -77,7 +81,7 @@ class Schedule:
     holidays: tuple[str, ...] = ()  # country codes, optionally with subdivision: "US", "US-CA"
 
     def zone_name_for(self, prospect_timezone: str | None) -> str:
-        """The IANA zone to schedule in: the prospect's (if asked for and known) or the fixed one."""
+        """The IANA zone to schedule in: the prospect's (if wanted and known) or the fixed one."""
         if self.timezone == "prospect":
             return prospect_timezone or self.fallback_timezone
         return self.timezone
@@ -94,15 +98,15 @@ class StopRules:
 @dataclass(frozen=True)
 class OutOfOfficePolicy:
     action: OutOfOfficeAction = OutOfOfficeAction.PAUSE
-    default_pause: Delay = Delay(5, DelayUnit.BUSINESS_DAYS)  # when no return date is given
-    max_pause: Delay = Delay(30, DelayUnit.DAYS)
+    default_pause: Delay = _FIVE_BUSINESS_DAYS  # when no return date is given
+    max_pause: Delay = _THIRTY_DAYS
 
 
 @dataclass(frozen=True)
 class Limits:
     """Nuisance limits for one prospect, across all their sequences."""
 
-    min_gap: Delay | None = Delay(1, DelayUnit.DAYS)
+    min_gap: Delay | None = _ONE_DAY
     max_per_week: int | None = 3
 
 

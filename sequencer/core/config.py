@@ -1,0 +1,147 @@
+"""The project file ``sequencer.yaml``: sender details and mailboxes, with located problems."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from sequencer.core.problems import Problem, has_errors
+from sequencer.core.yamlnodes import YamlReader
+
+CONFIG_KEYS = ("sender", "mailboxes")
+SENDER_KEYS = ("company", "postal_address", "public_url")
+MAILBOX_KEYS = ("address", "name", "title", "phone", "signature", "postal_address", "company")
+
+_ADDRESS = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+@dataclass(frozen=True)
+class MailboxConfig:
+    """One rep's sending mailbox and the details their emails are signed with."""
+
+    address: str
+    name: str = ""
+    title: str = ""
+    phone: str = ""
+    signature: str = ""
+    company: str = ""
+    postal_address: str = ""
+    line: int = 0
+
+
+@dataclass(frozen=True)
+class SenderConfig:
+    company: str = ""
+    postal_address: str = ""
+    public_url: str = ""
+
+
+@dataclass(frozen=True)
+class ProjectConfig:
+    path: str = ""
+    sender: SenderConfig = SenderConfig()
+    mailboxes: tuple[MailboxConfig, ...] = ()
+
+    def mailbox(self, address: str | None) -> MailboxConfig | None:
+        """The mailbox with this address (any case), or the first one when ``address`` is None."""
+        if address is None:
+            return self.mailboxes[0] if self.mailboxes else None
+        wanted = address.strip().lower()
+        return next((m for m in self.mailboxes if m.address == wanted), None)
+
+    def postal_address_for(self, address: str | None) -> str:
+        box = self.mailbox(address)
+        return (box.postal_address if box else "") or self.sender.postal_address
+
+    def sender_fields(self, address: str | None) -> dict[str, str]:
+        """The ``sender`` variables a template sees for mail from this mailbox."""
+        box = self.mailbox(address)
+        fields = {
+            "company": self.sender.company,
+            "postal_address": self.sender.postal_address,
+        }
+        if box is not None:
+            fields.update(
+                email=box.address,
+                name=box.name,
+                title=box.title,
+                phone=box.phone,
+                signature=box.signature or "\n".join(p for p in (box.name, box.title) if p),
+            )
+            if box.company:
+                fields["company"] = box.company
+            if box.postal_address:
+                fields["postal_address"] = box.postal_address
+        return {k: v for k, v in fields.items() if v}
+
+
+def parse_config(path: str, text: str) -> tuple[ProjectConfig | None, list[Problem]]:
+    """Read ``sequencer.yaml``; returns ``None`` with the problems when it has errors."""
+    r = YamlReader(path)
+    root = r.load(text)
+    if root is None:
+        return (None if r.problems else ProjectConfig(path=path)), r.problems
+    top = r.mapping(root, "sequencer.yaml", CONFIG_KEYS)
+    if top is None:
+        return None, r.problems
+    sender = SenderConfig()
+    s = r.mapping(top.get("sender"), "sender", SENDER_KEYS)
+    if s is not None:
+        public_url = r.string(s.get("public_url"), "sender.public_url") or ""
+        if public_url and not public_url.startswith(("https://", "http://")):
+            r.error(
+                r.at(s.get("public_url")),
+                f"sender.public_url {public_url!r} is not a web address",
+                "write the address unsubscribe links point to, e.g. https://mail.example.com",
+                code="bad-value",
+            )
+        sender = SenderConfig(
+            company=r.string(s.get("company"), "sender.company") or "",
+            postal_address=r.string(s.get("postal_address"), "sender.postal_address") or "",
+            public_url=public_url.rstrip("/"),
+        )
+    mailboxes: list[MailboxConfig] = []
+    boxes = top.get("mailboxes")
+    if boxes is not None and not boxes.is_null:
+        if boxes.kind != "list":
+            r.error(r.at(boxes), "mailboxes must be a list (each starts with `- address:`)")
+        else:
+            seen: dict[str, int] = {}
+            for index, item in enumerate(boxes.items):
+                m = r.mapping(item, f"mailbox {index + 1}", MAILBOX_KEYS)
+                if m is None:
+                    continue
+                address = (r.string(m.get("address"), "mailbox address") or "").lower()
+                if not _ADDRESS.match(address):
+                    r.error(
+                        r.at(m.get("address") or item),
+                        f"mailbox {index + 1}: "
+                        + (f"{address!r} is not an email address" if address else "no address"),
+                        "e.g. address: ana@example.com",
+                        code="bad-value",
+                    )
+                    continue
+                if address in seen:
+                    r.error(
+                        r.at(m.get("address")),
+                        f"mailbox {address} is listed twice (first on line {seen[address]})",
+                        code="duplicate-mailbox",
+                    )
+                    continue
+                seen[address] = item.line
+                mailboxes.append(
+                    MailboxConfig(
+                        address=address,
+                        name=r.string(m.get("name"), "mailbox name") or "",
+                        title=r.string(m.get("title"), "mailbox title") or "",
+                        phone=r.string(m.get("phone"), "mailbox phone") or "",
+                        signature=(r.string(m.get("signature"), "mailbox signature") or ""),
+                        company=r.string(m.get("company"), "mailbox company") or "",
+                        postal_address=r.string(m.get("postal_address"), "mailbox postal_address")
+                        or "",
+                        line=item.line,
+                    )
+                )
+    if has_errors(r.problems):
+        return None, r.problems
+    return ProjectConfig(path=path, sender=sender, mailboxes=tuple(mailboxes)), r.problems
