@@ -11,7 +11,8 @@ from sequencer.core.config import ProjectConfig, parse_config
 from sequencer.core.errors import SequenceNotFound
 from sequencer.core.model import Sequence, Template
 from sequencer.core.problems import Location, Problem, did_you_mean, sort_problems
-from sequencer.core.sequences import ProjectContext, parse_sequence
+from sequencer.core.sequence_checks import ProjectContext
+from sequencer.core.sequences import parse_sequence
 from sequencer.core.templates import STANDARD_PROSPECT_FIELDS, check_template, parse_template
 
 SEQUENCE_SUFFIXES = (".yaml", ".yml")

@@ -20,7 +20,8 @@ from sequencer.core.model import (
     WhenExhausted,
 )
 from sequencer.core.problems import Problem, Severity
-from sequencer.core.sequences import ProjectContext, parse_sequence
+from sequencer.core.sequence_checks import ProjectContext
+from sequencer.core.sequences import parse_sequence
 
 PATH = "sequences/cold.yaml"
 
