@@ -116,6 +116,7 @@ class Catalog:
     templates: dict[str, Template] = field(default_factory=dict)
     template_files: dict[str, Path] = field(default_factory=dict)
     sequences: dict[str, Sequence] = field(default_factory=dict)
+    sources: dict[str, str] = field(default_factory=dict)  # sequence name -> file text
     problems: list[Problem] = field(default_factory=list)
 
     def sorted_problems(self) -> list[Problem]:
@@ -206,6 +207,7 @@ def load_catalog(
         catalog.problems.extend(found)
         if sequence is not None:
             catalog.sequences[sequence.name] = sequence
+            catalog.sources[sequence.name] = text
     used = _templates_used(catalog.sequences.values())
     if template_names is not None:
         wanted = set(template_names) | used

@@ -2,7 +2,11 @@
 
 from sequencer.core.errors import (
     ConfigError,
+    DatabaseError,
+    InvalidState,
+    NotFound,
     ProblemsFound,
+    SchemaMismatch,
     SequenceNotFound,
     SequencerError,
     TemplateError,
@@ -14,7 +18,11 @@ from sequencer.core.errors import (
 
 __all__ = [
     "ConfigError",
+    "DatabaseError",
+    "InvalidState",
+    "NotFound",
     "ProblemsFound",
+    "SchemaMismatch",
     "SequenceNotFound",
     "SequencerError",
     "TemplateError",

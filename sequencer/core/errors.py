@@ -6,6 +6,10 @@
      ├── ProblemsFound            input files have problems (carries every one of them)
      ├── ConfigError (ValueError) a setting or the config file is wrong
      ├── SequenceNotFound (LookupError)
+     ├── DatabaseError                 the database cannot be reached or used
+     │    └── SchemaMismatch            not migrated, or migrated by a newer version
+     ├── NotFound (LookupError)        no such prospect, enrollment or task
+     ├── InvalidState (ValueError)     the action does not fit the current state
      └── TemplateError
           ├── TemplateNotFound (LookupError)
           ├── TemplateSyntaxError (ValueError)
@@ -42,6 +46,22 @@ class ConfigError(SequencerError, ValueError):
 
 class SequenceNotFound(SequencerError, LookupError):
     """No sequence file matches the given name or path."""
+
+
+class DatabaseError(SequencerError):
+    """The database cannot be reached or used; the message names it (password hidden)."""
+
+
+class SchemaMismatch(DatabaseError):
+    """The database schema is not the one this version needs; the message says what to run."""
+
+
+class NotFound(SequencerError, LookupError):
+    """No prospect, enrollment, task or sequence matches."""
+
+
+class InvalidState(SequencerError, ValueError):
+    """The action does not fit the current state (e.g. resuming a stopped enrollment)."""
 
 
 class TemplateError(SequencerError):

@@ -1,20 +1,15 @@
-"""The ``sequencer`` command: parse, call the library, print. Exit 0 ok, 1 problems, 2 usage."""
+"""`sequencer validate` and `sequencer preview`: the authoring loop."""
 
 from __future__ import annotations
 
-import json
-import os
 import sys
-import textwrap
 from collections.abc import Sequence as Seq
 from datetime import datetime
 from pathlib import Path
-from typing import Any, NoReturn
 from zoneinfo import ZoneInfo
 
 import click
 
-from sequencer import __version__
 from sequencer.catalog import (
     HTML_SUFFIX,
     SEQUENCE_SUFFIXES,
@@ -23,31 +18,15 @@ from sequencer.catalog import (
     Project,
     display,
     load_catalog,
+    templates_of,
 )
+from sequencer.cli.common import cli, fail, plural, print_json, print_problems
 from sequencer.core.calendar import timezone_problem
-from sequencer.core.errors import SequencerError
 from sequencer.core.model import MailboxMode, Sequence
 from sequencer.core.planning import PlannedTouch, plan_timeline, prospect_zone
-from sequencer.core.problems import Problem, Severity, has_errors
+from sequencer.core.problems import Severity, has_errors
 
 PREVIEW_EMAIL = "prospect@example.com"
-
-
-def _fail(message: str, hint: str | None = None, code: int = 1) -> NoReturn:
-    click.secho(f"error: {message}", fg="red", err=True)
-    if hint:
-        click.echo(f"    hint: {hint}", err=True)
-    sys.exit(code)
-
-
-def _print_json(value: Any) -> None:
-    click.echo(json.dumps(value, indent=2, ensure_ascii=False))
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="sequencer")
-def cli() -> None:
-    """Sequencer: multi-touch email sequences that stop the moment a prospect replies."""
 
 
 # --- validate ----------------------------------------------------------------------------------
@@ -61,13 +40,13 @@ def _split_paths(paths: Seq[str]) -> tuple[list[Path], set[str], Path | None]:
     for raw in paths:
         path = Path(raw)
         if not path.exists():
-            _fail(f"{raw}: no such file or folder", "give a sequence file, a template or a folder")
+            fail(f"{raw}: no such file or folder", "give a sequence file, a template or a folder")
         anchor = anchor or path
         if path.is_dir():
             found_sequences = sorted(p for p in path.iterdir() if p.suffix in SEQUENCE_SUFFIXES)
             found_templates = sorted(path.glob(f"*{TEMPLATE_SUFFIX}"))
             if not found_sequences and not found_templates:
-                _fail(
+                fail(
                     f"{raw}: no sequences (*.yaml) or templates (*{TEMPLATE_SUFFIX}) in this folder"
                 )
             sequence_files.extend(found_sequences)
@@ -77,7 +56,7 @@ def _split_paths(paths: Seq[str]) -> tuple[list[Path], set[str], Path | None]:
         elif path.name.endswith(TEMPLATE_SUFFIX):
             template_names.add(_template_name(path))
         else:
-            _fail(
+            fail(
                 f"{raw}: not a sequence (.yaml) or template ({TEMPLATE_SUFFIX}) file",
                 "sequences live in sequences/*.yaml, templates in templates/*.j2",
             )
@@ -89,24 +68,6 @@ def _template_name(path: Path) -> str:
     if name.endswith(HTML_SUFFIX):
         return name[: -len(HTML_SUFFIX)]
     return name[: -len(TEMPLATE_SUFFIX)]
-
-
-def _print_problems(problems: Seq[Problem]) -> None:
-    for problem in problems:
-        colour = "red" if problem.severity is Severity.ERROR else "yellow"
-        location = str(problem.location)
-        click.echo(
-            click.style(f"{location}: ", bold=True)
-            + click.style(f"{problem.severity.value}: ", fg=colour, bold=True)
-            + problem.message
-        )
-        if problem.hint:
-            for i, line in enumerate(problem.hint.splitlines()):
-                click.echo(("    hint: " if i == 0 else "          ") + line)
-
-
-def _plural(count: int, word: str) -> str:
-    return f"{count} {word}{'' if count == 1 else 's'}"
 
 
 @cli.command()
@@ -127,7 +88,7 @@ def validate(paths: tuple[str, ...], as_json: bool) -> None:
     else:
         project = Project.discover()
         if not project.sequences_dir.is_dir() and not project.templates_dir.is_dir():
-            _fail(
+            fail(
                 f"nothing to validate: no sequences/ or templates/ folder in {project.root}",
                 "run this in your project folder, or pass the files to check",
             )
@@ -138,7 +99,7 @@ def validate(paths: tuple[str, ...], as_json: bool) -> None:
     errors = sum(p.severity is Severity.ERROR for p in problems)
     warnings = len(problems) - errors
     if as_json:
-        _print_json(
+        print_json(
             {
                 "ok": errors == 0,
                 "errors": errors,
@@ -149,23 +110,21 @@ def validate(paths: tuple[str, ...], as_json: bool) -> None:
             }
         )
     else:
-        _print_problems(problems)
+        print_problems(problems)
         checked = (
-            f"{_plural(checked_sequences, 'sequence')} and {_plural(checked_templates, 'template')}"
+            f"{plural(checked_sequences, 'sequence')} and {plural(checked_templates, 'template')}"
         )
         if errors:
-            tail = f", {_plural(warnings, 'warning')}" if warnings else ""
-            click.secho(f"\n{_plural(errors, 'error')}{tail} in {checked}.", fg="red", bold=True)
+            tail = f", {plural(warnings, 'warning')}" if warnings else ""
+            click.secho(f"\n{plural(errors, 'error')}{tail} in {checked}.", fg="red", bold=True)
         elif warnings:
-            click.secho(f"\n{_plural(warnings, 'warning')}; {checked} OK.", fg="yellow")
+            click.secho(f"\n{plural(warnings, 'warning')}; {checked} OK.", fg="yellow")
         else:
             click.secho(f"OK: {checked}, no problems.", fg="green")
     sys.exit(1 if errors else 0)
 
 
 def _used(catalog: Catalog) -> set[str]:
-    from sequencer.catalog import templates_of
-
     used: set[str] = set()
     for sequence in catalog.sequences.values():
         used |= templates_of(sequence)
@@ -181,7 +140,7 @@ def _parse_prospect(pairs: Seq[str]) -> dict[str, str]:
         key, sep, value = pair.partition("=")
         key = key.strip()
         if not sep or not key:
-            _fail(
+            fail(
                 f"--prospect {pair!r}: expected KEY=VALUE",
                 "e.g. --prospect first_name=Dana --prospect company=Globex",
                 code=2,
@@ -190,9 +149,9 @@ def _parse_prospect(pairs: Seq[str]) -> dict[str, str]:
     if prospect.get("timezone"):
         problem = timezone_problem(prospect["timezone"])
         if problem:
-            _fail(f"--prospect timezone: {problem[0]}", problem[1], code=2)
+            fail(f"--prospect timezone: {problem[0]}", problem[1], code=2)
     if "email" in prospect and "@" not in prospect["email"]:
-        _fail(f"--prospect email={prospect['email']!r} is not an email address", code=2)
+        fail(f"--prospect email={prospect['email']!r} is not an email address", code=2)
     return prospect
 
 
@@ -202,7 +161,7 @@ def _parse_start(text: str | None, zone: ZoneInfo) -> datetime:
     try:
         start = datetime.fromisoformat(text)
     except ValueError:
-        _fail(
+        fail(
             f"--start {text!r} is not an ISO 8601 time",
             "e.g. --start 2026-03-23T08:00 (prospect's local time) or 2026-03-23T08:00:00-04:00",
             code=2,
@@ -215,8 +174,8 @@ def _load_sequence(name: str) -> tuple[Catalog, Sequence]:
     path = project.resolve_sequence(name)
     catalog = load_catalog(project, [path])
     if has_errors(catalog.problems):
-        _print_problems(catalog.sorted_problems())
-        _fail(f"{display(path)} has problems; fix them first (see `sequencer validate`)")
+        print_problems(catalog.sorted_problems())
+        fail(f"{display(path)} has problems; fix them first (see `sequencer validate`)")
     return catalog, catalog.sequences[path.stem]
 
 
@@ -255,7 +214,7 @@ def preview(
     if mailbox is None and seq.mailbox.mode is MailboxMode.LIST:
         mailbox = seq.mailbox.addresses[0]
     if mailbox is not None and (config is None or config.mailbox(mailbox) is None):
-        _fail(f"--mailbox {mailbox}: not configured", "add it under `mailboxes:` in sequencer.yaml")
+        fail(f"--mailbox {mailbox}: not configured", "add it under `mailboxes:` in sequencer.yaml")
     sender = config.sender_fields(mailbox) if config else {}
     public_url = (config.sender.public_url if config else "") or "https://unsubscribe.example"
     touches = plan_timeline(
@@ -268,7 +227,7 @@ def preview(
     )
     failed = [t for t in touches if t.error]
     if as_json:
-        _print_json([t.as_dict() for t in touches])
+        print_json([t.as_dict() for t in touches])
     else:
         _print_timeline(seq, prospect, zone, start_at, touches, brief)
     if failed:
@@ -318,30 +277,3 @@ def _print_timeline(
         if touch.body and not brief:
             for line in touch.body.rstrip().splitlines():
                 click.echo(f"{pad}│ {line}".rstrip())
-
-
-def main() -> None:
-    """Entry point: run the CLI with errors as messages, never tracebacks."""
-    try:
-        cli.main(standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
-        sys.exit(1)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except SequencerError as exc:
-        text = str(exc)
-        first, _, rest = text.partition("\n")
-        click.secho(f"error: {first}", fg="red", err=True)
-        if rest:
-            click.echo(textwrap.indent(rest, "  "), err=True)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        sys.exit(130)
-    except Exception as exc:
-        if os.environ.get("SEQUENCER_DEBUG"):
-            raise
-        click.secho(f"internal error: {type(exc).__name__}: {exc}", fg="red", err=True)
-        click.echo("    hint: run again with SEQUENCER_DEBUG=1 to see the traceback", err=True)
-        sys.exit(1)
