@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Final
 
 from sequencer.core.delays import Delay, DelayUnit
@@ -22,6 +23,8 @@ class Settings:
     task_expiry: Delay = _TWO_BUSINESS_DAYS
     #: Enrollment batch size (rows per transaction).
     batch_size: int = 500
+    #: A fixed "now" (ISO 8601 with offset) instead of the real clock: for tests and demos.
+    now: datetime | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -42,4 +45,15 @@ class Settings:
                     f"{PREFIX}BATCH_SIZE={raw!r}: give a whole number between 1 and 5000"
                 )
             values["batch_size"] = int(raw)
+        if env.get(PREFIX + "NOW"):
+            raw = env[PREFIX + "NOW"]
+            try:
+                moment = datetime.fromisoformat(raw)
+            except ValueError as exc:
+                raise ConfigError(f"{PREFIX}NOW={raw!r} is not an ISO 8601 time") from exc
+            if moment.tzinfo is None:
+                raise ConfigError(
+                    f"{PREFIX}NOW={raw!r} needs a UTC offset, e.g. 2026-03-02T09:00:00+00:00"
+                )
+            values["now"] = moment
         return cls(**values)  # type: ignore[arg-type]

@@ -16,7 +16,7 @@ from rich.table import Table
 from sequencer import __version__
 from sequencer.catalog import Catalog, Project, load_catalog
 from sequencer.core.problems import Problem, Severity, has_errors
-from sequencer.runtime.clock import SystemClock
+from sequencer.runtime.clock import Clock, ManualClock, SystemClock
 from sequencer.runtime.engine import Engine
 from sequencer.settings import Settings
 from sequencer.store.database import open_database
@@ -104,7 +104,8 @@ async def open_engine(*, quiet: bool = False) -> AsyncIterator[Engine]:
     catalog = load_project_catalog(quiet=quiet)
     database = await open_database(settings.database_url)
     try:
-        engine = Engine(database, catalog, clock=SystemClock(), settings=settings)
+        clock: Clock = ManualClock(settings.now) if settings.now else SystemClock()
+        engine = Engine(database, catalog, clock=clock, settings=settings)
         await engine.sync_sequences()
         yield engine
     finally:
