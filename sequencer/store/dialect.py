@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy.dialects import postgresql, sqlite
@@ -14,10 +15,21 @@ def dialect_name(session: AsyncSession) -> str:
 
 
 def insert_ignore(session: AsyncSession, model: Any) -> Any:
-    """``INSERT ... ON CONFLICT DO NOTHING``: a unique constraint, not a prior read, decides."""
+    """``INSERT ... ON CONFLICT DO NOTHING``: a unique constraint, not a prior read, decides.
+    Built on the Core table so executemany runs compile once and are batched."""
+    table = model.__table__
     if dialect_name(session) == "postgresql":
-        return postgresql.insert(model).on_conflict_do_nothing()
-    return sqlite.insert(model).on_conflict_do_nothing()
+        return postgresql.insert(table).on_conflict_do_nothing()
+    return sqlite.insert(table).on_conflict_do_nothing()
+
+
+async def execute_many(
+    session: AsyncSession, statement: Any, rows: Sequence[dict[str, Any]]
+) -> list[Any]:
+    """Run one statement for many rows (executemany); returns RETURNING rows if any."""
+    connection = await session.connection()
+    result = await connection.execute(statement, list(rows))
+    return list(result.all()) if result.returns_rows else []
 
 
 def for_update(

@@ -10,7 +10,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from sequencer.core.states import ENROLLMENT_LIVE, EnrollmentState
-from sequencer.store.dialect import for_update, insert_ignore
+from sequencer.store.dialect import execute_many, for_update, insert_ignore
 from sequencer.store.models import Enrollment, SequenceRecord, SequenceVersion
 
 LIVE = [s.value for s in ENROLLMENT_LIVE]
@@ -141,13 +141,12 @@ async def insert_enrollments(
         return {}
     # One multi-row INSERT: with ON CONFLICT DO NOTHING, RETURNING yields only the rows that
     # went in, on both SQLite and PostgreSQL.
-    statement = (
-        insert_ignore(session, Enrollment)
-        .values(list(rows))
-        .returning(Enrollment.prospect_id, Enrollment.id)
-    )
-    result = await session.execute(statement)
-    return {prospect_id: enrollment_id for prospect_id, enrollment_id in result.all()}
+    # In one fixed order, so concurrent imports of overlapping rows cannot deadlock.
+    ordered = sorted(rows, key=lambda row: (row["prospect_id"], row["sequence_id"]))
+    table = Enrollment.__table__.c
+    statement = insert_ignore(session, Enrollment).returning(table.prospect_id, table.id)
+    found = await execute_many(session, statement, ordered)
+    return {prospect_id: enrollment_id for prospect_id, enrollment_id in found}
 
 
 async def get_enrollment(

@@ -11,6 +11,7 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from sequencer.core.states import EventKind, TouchState
+from sequencer.store.dialect import execute_many
 from sequencer.store.models import Enrollment, Event, Prospect, SequenceRecord, Touch
 
 
@@ -27,20 +28,20 @@ class NewEvent:
 async def add_events(session: AsyncSession, events: Sequence[NewEvent]) -> None:
     if not events:
         return
-    await session.execute(
-        insert(Event).values(
-            [
-                {
-                    "prospect_id": e.prospect_id,
-                    "enrollment_id": e.enrollment_id,
-                    "touch_id": e.touch_id,
-                    "kind": e.kind.value,
-                    "at": e.at,
-                    "data": e.data or {},
-                }
-                for e in events
-            ]
-        )
+    await execute_many(
+        session,
+        insert(Event),
+        [
+            {
+                "prospect_id": e.prospect_id,
+                "enrollment_id": e.enrollment_id,
+                "touch_id": e.touch_id,
+                "kind": e.kind.value,
+                "at": e.at,
+                "data": e.data or {},
+            }
+            for e in events
+        ],
     )
 
 

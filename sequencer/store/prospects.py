@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from sequencer.store.dialect import insert_ignore
+from sequencer.store.dialect import execute_many, insert_ignore
 from sequencer.store.models import Prospect, Suppression
 
 #: Columns of their own; every other field goes into ``Prospect.fields``.
@@ -46,13 +46,16 @@ async def upsert_prospects(
     merged: dict[str, dict[str, str]] = {}
     for email, fields in rows:
         merged.setdefault(email, {}).update({k: v for k, v in fields.items() if v})
+    # Rows go in (and are updated) in one fixed order, so two imports writing overlapping
+    # prospects wait for each other instead of deadlocking on PostgreSQL.
+    merged = dict(sorted(merged.items()))
     values = []
     for email, fields in merged.items():
         columns, extra = split_fields(fields)
         values.append(
             {"email": email, **columns, "fields": extra, "created_at": now, "updated_at": now}
         )
-    await session.execute(insert_ignore(session, Prospect).values(values))
+    await execute_many(session, insert_ignore(session, Prospect), values)
     found = await session.execute(select(Prospect).where(Prospect.email.in_(list(merged))))
     by_email = {p.email: p for p in found.scalars()}
     for email, fields in merged.items():

@@ -10,7 +10,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from sequencer.core.states import TOUCH_PENDING, TaskState, TouchState
-from sequencer.store.dialect import for_update, insert_ignore
+from sequencer.store.dialect import execute_many, for_update, insert_ignore
 from sequencer.store.models import Enrollment, Prospect, Task, Touch
 
 PENDING = [s.value for s in TOUCH_PENDING]
@@ -32,13 +32,12 @@ async def insert_touches_keyed(
     Returns ``(enrollment_id, step_id) -> touch_id`` for the rows that went in."""
     if not rows:
         return {}
-    statement = (
-        insert_ignore(session, Touch)
-        .values(list(rows))
-        .returning(Touch.enrollment_id, Touch.step_id, Touch.id)
+    table = Touch.__table__.c
+    statement = insert_ignore(session, Touch).returning(
+        table.enrollment_id, table.step_id, table.id
     )
-    result = await session.execute(statement)
-    return {(enrollment_id, step_id): touch_id for enrollment_id, step_id, touch_id in result.all()}
+    found = await execute_many(session, statement, rows)
+    return {(enrollment_id, step_id): touch_id for enrollment_id, step_id, touch_id in found}
 
 
 async def get_touch(session: AsyncSession, touch_id: int, *, lock: bool = False) -> Touch | None:
@@ -176,7 +175,7 @@ async def get_touch_for_step(
 
 async def insert_tasks(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
     if rows:
-        await session.execute(insert_ignore(session, Task).values(list(rows)))
+        await execute_many(session, insert_ignore(session, Task), rows)
 
 
 async def get_task(session: AsyncSession, task_id: int, *, lock: bool = False) -> Task | None:
