@@ -16,7 +16,6 @@ import argparse
 import csv
 import os
 import platform
-import sqlite3
 import subprocess
 import sys
 import tempfile
