@@ -111,3 +111,42 @@ def _call_in_own_thread(prepare: Callable[[str], object], url: str) -> None:
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
         pool.submit(run).result()
+
+
+# -- a migrated Sequencer database, on each backend ---------------------------------------
+
+
+async def _migrate(url: str) -> None:
+    from sequencer.store.database import Database
+
+    database = Database(url)
+    try:
+        await database.upgrade()
+    finally:
+        await database.close()
+
+
+@pytest.fixture(scope="session")
+def migrated_sqlite_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One SQLite file migrated to head per session; tests copy it instead of migrating."""
+    path = tmp_path_factory.mktemp("sqlite-template") / "sequencer.db"
+    asyncio.run(_migrate(f"sqlite+aiosqlite:///{path}"))
+    return path
+
+
+@pytest.fixture(params=["sqlite", "postgresql"], ids=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh database at the current schema, on SQLite and on PostgreSQL: the contract
+    tests that take it run once per backend."""
+    if request.param == "sqlite":
+        import shutil
+
+        target = tmp_path / "sequencer.db"
+        shutil.copy(request.getfixturevalue("migrated_sqlite_file"), target)
+        yield f"sqlite+aiosqlite:///{target}"
+        return
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    factory: TemplateFactory = request.getfixturevalue("postgres_template_factory")
+    template = factory("sequencer_migrated", _migrate)
+    with server.temporary_database(template=template) as name:
+        yield server.url(name)

@@ -189,6 +189,11 @@ class Engine:
         enrollment = await eq.get_enrollment(s, touch.enrollment_id, lock=True)
         assert enrollment is not None
         await tq.set_touch_state(s, [touch.id], state, at, completed=True)
+        # A task's touch done directly (not through its task): the task is done with it, so
+        # it leaves the rep's list and the expiry sweep never trips over it.
+        task = await tq.task_for_touch(s, touch.id)
+        if task is not None and task.state == TaskState.OPEN.value:
+            await tq.finish_task(s, task.id, TaskState.DONE, at)
         sequence = await self._sequence_for(s, enrollment)
         kind = event_kind or (EventKind.SENT if state is TouchState.SENT else EventKind.TASK_DONE)
         data: dict[str, object] = {

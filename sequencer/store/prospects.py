@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from sequencer.store.dialect import execute_many, insert_ignore
@@ -132,11 +132,11 @@ async def list_suppressions(session: AsyncSession) -> list[Suppression]:
 
 
 async def prospects_matching(session: AsyncSession, value: str) -> list[int]:
-    """Ids of prospects an address or ``@domain`` suppression applies to."""
+    """Ids of prospects an address or ``@domain`` suppression applies to. A domain means the
+    email address's domain: the same rule enrollment checks."""
     value = value.lower()
-    if value.startswith("@"):
-        condition = or_(Prospect.email.like(f"%{value}"), func.lower(Prospect.domain) == value[1:])
-    else:
-        condition = Prospect.email == value
+    condition = (
+        Prospect.email.like(f"%{value}") if value.startswith("@") else Prospect.email == value
+    )
     result = await session.execute(select(Prospect.id).where(condition))
     return list(result.scalars())

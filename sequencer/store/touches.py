@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from sequencer.core.states import TOUCH_PENDING, TaskState, TouchState
+from sequencer.core.states import TOUCH_PENDING, EnrollmentState, TaskState, TouchState
 from sequencer.store.dialect import execute_many, for_update, insert_ignore
 from sequencer.store.models import Enrollment, Prospect, Task, Touch
 
@@ -249,10 +249,16 @@ async def open_tasks_due_before(session: AsyncSession, cutoff: datetime) -> list
 
 
 async def due_touch_ids(session: AsyncSession, now: datetime, limit: int) -> list[int]:
-    """Scheduled touches whose time has come, oldest first."""
+    """Scheduled touches of active enrollments whose time has come, oldest first (a paused
+    enrollment keeps its pending touch, which must not go out)."""
     result = await session.execute(
         select(Touch.id)
-        .where(Touch.state == TouchState.SCHEDULED.value, Touch.due_at <= now)
+        .join(Enrollment, Enrollment.id == Touch.enrollment_id)
+        .where(
+            Touch.state == TouchState.SCHEDULED.value,
+            Touch.due_at <= now,
+            Enrollment.state == EnrollmentState.ACTIVE.value,
+        )
         .order_by(Touch.due_at)
         .limit(limit)
     )
