@@ -99,7 +99,8 @@ def load_project_catalog(*, quiet: bool = False) -> Catalog:
 @asynccontextmanager
 async def open_engine(*, quiet: bool = False) -> AsyncIterator[Engine]:
     """The engine on the configured database (refused unless migrated), with the project's
-    sequences synced so edits apply to live enrollments."""
+    sequences synced so edits apply to live enrollments, and due housekeeping done: pauses
+    that have run out end, and tasks left undone past the expiry move on."""
     settings = Settings.from_env()
     catalog = load_project_catalog(quiet=quiet)
     database = await open_database(settings.database_url)
@@ -107,6 +108,8 @@ async def open_engine(*, quiet: bool = False) -> AsyncIterator[Engine]:
         clock: Clock = ManualClock(settings.now) if settings.now else SystemClock()
         engine = Engine(database, catalog, clock=clock, settings=settings)
         await engine.sync_sequences()
+        await engine.resume_due()
+        await engine.expire_tasks()
         yield engine
     finally:
         await database.close()

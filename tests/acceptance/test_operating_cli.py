@@ -257,3 +257,19 @@ def test_enroll_errors_are_clear(run: Run, project: Path) -> None:
     assert result.code == 1 and "no email column" in result.err
     bad_owner = run("enroll", "cold-outbound", str(EXAMPLES / "prospects.csv"), "--owner", "ana")
     assert bad_owner.code == 1 and "--owner" in bad_owner.err
+
+
+def test_an_undone_task_moves_on_by_itself(run: Run, project: Path) -> None:
+    (project / "sequences" / "call-first.yaml").write_text(
+        "steps:\n  - id: call\n    call: call-cold-first\n"
+        "  - id: email\n    delay: 1 day\n    email: cold-intro\n"
+    )
+    run("enroll", "call-first", str(EXAMPLES / "prospects.csv"), "--owner", OWNER)
+    assert len(run("tasks", "--due", "all", "--json").json()) == 10  # type: ignore[arg-type]
+    # Two business days after they were due, nobody did them: they move on by themselves.
+    later = run("tasks", "--due", "all", "--json", now="2026-03-06T23:00:00+00:00").json()
+    assert later == []
+    timeline = run("timeline", "dana.kim@globex.example", "--json").json()
+    assert isinstance(timeline, dict)
+    assert [e["kind"] for e in timeline["events"]][-1] == "task_expired"
+    assert timeline["enrollments"][0]["next"]["step"] == "email"
