@@ -10,6 +10,7 @@
      │    └── SchemaMismatch            not migrated, or migrated by a newer version
      ├── NotFound (LookupError)        no such prospect, enrollment or task
      ├── InvalidState (ValueError)     the action does not fit the current state
+     ├── MailboxUnavailable            cannot connect or log in to a mailbox's server
      └── TemplateError
           ├── TemplateNotFound (LookupError)
           ├── TemplateSyntaxError (ValueError)
@@ -62,6 +63,11 @@ class NotFound(SequencerError, LookupError):
 
 class InvalidState(SequencerError, ValueError):
     """The action does not fit the current state (e.g. resuming a stopped enrollment)."""
+
+
+class MailboxUnavailable(SequencerError):
+    """A mailbox's SMTP or IMAP server cannot be reached or refuses the login; the message
+    names the mailbox, host and port. Nothing was sent."""
 
 
 class TemplateError(SequencerError):
