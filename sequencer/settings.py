@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Final
 
@@ -25,6 +25,13 @@ class Settings:
     batch_size: int = 500
     #: A fixed "now" (ISO 8601 with offset) instead of the real clock: for tests and demos.
     now: datetime | None = None
+    #: Signs unsubscribe links and Message-IDs; keep it stable (SEQUENCER_SECRET or _FILE).
+    secret: bytes | None = field(default=None, repr=False)
+    redis_url: str = "redis://localhost:6379/0"
+    #: Sends in flight at once per process.
+    concurrency: int = 8
+    #: A touch claimed or `sending` this long by a process that went away is recovered.
+    stale_after: float = 300.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -45,6 +52,32 @@ class Settings:
                     f"{PREFIX}BATCH_SIZE={raw!r}: give a whole number between 1 and 5000"
                 )
             values["batch_size"] = int(raw)
+        secret = env.get(PREFIX + "SECRET")
+        secret_file = env.get(PREFIX + "SECRET_FILE")
+        if secret:
+            values["secret"] = secret.encode()
+        elif secret_file:
+            try:
+                values["secret"] = open(secret_file, "rb").read().strip()  # noqa: SIM115
+            except OSError as exc:
+                raise ConfigError(
+                    f"{PREFIX}SECRET_FILE: cannot read {secret_file}: {exc.strerror}"
+                ) from exc
+        if "secret" in values and len(values["secret"]) < 16:  # type: ignore[arg-type]
+            raise ConfigError(f"{PREFIX}SECRET must be at least 16 characters long")
+        if env.get(PREFIX + "REDIS_URL"):
+            values["redis_url"] = env[PREFIX + "REDIS_URL"]
+        concurrency = env.get(PREFIX + "CONCURRENCY")
+        if concurrency:
+            if not concurrency.isdigit() or not 1 <= int(concurrency) <= 256:
+                raise ConfigError(f"{PREFIX}CONCURRENCY={concurrency!r}: give a number 1-256")
+            values["concurrency"] = int(concurrency)
+        if env.get(PREFIX + "STALE_AFTER"):
+            raw = env[PREFIX + "STALE_AFTER"]
+            try:
+                values["stale_after"] = float(raw)
+            except ValueError as exc:
+                raise ConfigError(f"{PREFIX}STALE_AFTER={raw!r}: give seconds") from exc
         if env.get(PREFIX + "NOW"):
             raw = env[PREFIX + "NOW"]
             try:

@@ -8,7 +8,13 @@ import textwrap
 
 import click
 
-from sequencer.cli import authoring, database, operations, tasks  # noqa: F401  (registers commands)
+from sequencer.cli import (  # noqa: F401  (importing registers the commands)
+    authoring,
+    database,
+    operations,
+    running,
+    tasks,
+)
 from sequencer.cli.common import cli
 from sequencer.core.errors import SequencerError
 

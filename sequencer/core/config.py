@@ -3,14 +3,36 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from sequencer.core.mailbox_config import (
+    SECRET_KEYS,
+    SendingLimits,
+    SendingPolicy,
+    ServerConfig,
+    parse_limits,
+    parse_sending,
+    parse_server,
+)
 from sequencer.core.problems import Problem, has_errors
 from sequencer.core.yamlnodes import YamlReader
 
-CONFIG_KEYS = ("sender", "mailboxes")
+CONFIG_KEYS = ("sender", "mailboxes", "sending")
 SENDER_KEYS = ("company", "postal_address", "public_url")
-MAILBOX_KEYS = ("address", "name", "title", "phone", "signature", "postal_address", "company")
+MAILBOX_KEYS = (
+    "address",
+    "name",
+    "title",
+    "phone",
+    "signature",
+    "postal_address",
+    "company",
+    "smtp",
+    "imap",
+    "daily_cap",
+    "min_spacing",
+    "unknown_outcome",
+)
 
 _ADDRESS = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
@@ -27,6 +49,13 @@ class MailboxConfig:
     company: str = ""
     postal_address: str = ""
     line: int = 0
+    smtp: ServerConfig | None = None
+    imap: ServerConfig | None = None
+    limits: SendingLimits = field(default_factory=SendingLimits)
+
+    @property
+    def domain(self) -> str:
+        return self.address.rsplit("@", 1)[-1]
 
 
 @dataclass(frozen=True)
@@ -41,6 +70,7 @@ class ProjectConfig:
     path: str = ""
     sender: SenderConfig = SenderConfig()
     mailboxes: tuple[MailboxConfig, ...] = ()
+    sending: SendingPolicy = field(default_factory=SendingPolicy)
 
     def mailbox(self, address: str | None) -> MailboxConfig | None:
         """The mailbox with this address (any case), or the first one when ``address`` is None."""
@@ -108,7 +138,17 @@ def parse_config(path: str, text: str) -> tuple[ProjectConfig | None, list[Probl
         else:
             seen: dict[str, int] = {}
             for index, item in enumerate(boxes.items):
-                m = r.mapping(item, f"mailbox {index + 1}", MAILBOX_KEYS)
+                m = r.mapping(item, f"mailbox {index + 1}", MAILBOX_KEYS + SECRET_KEYS)
+                if m is not None:
+                    for secret in SECRET_KEYS:
+                        if secret in m.entries:
+                            r.error(
+                                r.at(m.key_node(secret)),
+                                f"mailbox {index + 1}: never put a {secret} in sequencer.yaml",
+                                f"put it under smtp:/imap: as `{secret}_env: VARIABLE` or "
+                                f"`{secret}_file: PATH`",
+                                code="secret-in-config",
+                            )
                 if m is None:
                     continue
                 address = (r.string(m.get("address"), "mailbox address") or "").lower()
@@ -140,8 +180,13 @@ def parse_config(path: str, text: str) -> tuple[ProjectConfig | None, list[Probl
                         postal_address=r.string(m.get("postal_address"), "mailbox postal_address")
                         or "",
                         line=item.line,
+                        smtp=parse_server(r, m.get("smtp"), f"{address} smtp", "smtp", address),
+                        imap=parse_server(r, m.get("imap"), f"{address} imap", "imap", address),
+                        limits=parse_limits(r, m, address),
                     )
                 )
+    sending = parse_sending(r, top.get("sending"))
     if has_errors(r.problems):
         return None, r.problems
-    return ProjectConfig(path=path, sender=sender, mailboxes=tuple(mailboxes)), r.problems
+    config = ProjectConfig(path=path, sender=sender, mailboxes=tuple(mailboxes), sending=sending)
+    return config, r.problems

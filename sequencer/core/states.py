@@ -88,6 +88,8 @@ class EventKind(StrEnum):
     TASK_EXPIRED = "task_expired"
     SKIPPED = "skipped"
     FAILED = "failed"
+    DEFERRED = "deferred"  # a temporary SMTP failure; tried again later
+    UNKNOWN = "unknown"  # the SMTP outcome could not be known
     REPLIED = "replied"
     BOUNCED = "bounced"
     OUT_OF_OFFICE = "out_of_office"

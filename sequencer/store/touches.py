@@ -271,3 +271,97 @@ async def move_task_due(session: AsyncSession, touch_id: int, due_at: datetime) 
         .where(Task.touch_id == touch_id, Task.state == TaskState.OPEN.value)
         .values(due_at=due_at)
     )
+
+
+# --- sending --------------------------------------------------------------------------------
+
+
+async def claim_due(session: AsyncSession, now: datetime, limit: int) -> list[int]:
+    """Move due touches of active enrollments to `queued` and return them. On PostgreSQL the
+    rows are locked with SKIP LOCKED, so two dispatchers never claim the same touch."""
+    statement = (
+        select(Touch.id)
+        .join(Enrollment, Enrollment.id == Touch.enrollment_id)
+        .where(
+            Touch.state == TouchState.SCHEDULED.value,
+            Touch.channel == "email",
+            Touch.due_at <= now,
+            Enrollment.state == EnrollmentState.ACTIVE.value,
+        )
+        .order_by(Touch.due_at)
+        .limit(limit)
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        statement = statement.with_for_update(of=Touch, skip_locked=True)
+    ids = list((await session.execute(statement)).scalars())
+    if ids:
+        await session.execute(
+            update(Touch)
+            .where(Touch.id.in_(ids))
+            .values(state=TouchState.QUEUED.value, updated_at=now)
+        )
+    return ids
+
+
+async def next_due_at(session: AsyncSession) -> datetime | None:
+    """When the earliest scheduled email of an active enrollment is due."""
+    result = await session.execute(
+        select(func.min(Touch.due_at))
+        .join(Enrollment, Enrollment.id == Touch.enrollment_id)
+        .where(
+            Touch.state == TouchState.SCHEDULED.value,
+            Touch.channel == "email",
+            Enrollment.state == EnrollmentState.ACTIVE.value,
+        )
+    )
+    value = result.scalar_one_or_none()
+    return value if isinstance(value, datetime) else None
+
+
+async def touches_in_state_before(
+    session: AsyncSession, state: TouchState, before: datetime
+) -> list[int]:
+    """Touches stuck in ``state`` since before ``before`` (a worker died holding them)."""
+    result = await session.execute(
+        select(Touch.id).where(Touch.state == state.value, Touch.updated_at < before)
+    )
+    return list(result.scalars())
+
+
+async def mark_sending(
+    session: AsyncSession, touch_id: int, message_id: str, template: str | None, now: datetime
+) -> None:
+    """Written (and committed) before the SMTP conversation starts: after a crash the touch is
+    found in `sending` and is never silently sent again."""
+    await session.execute(
+        update(Touch)
+        .where(Touch.id == touch_id)
+        .values(
+            state=TouchState.SENDING.value,
+            message_id=message_id,
+            template=template,
+            attempts=Touch.attempts + 1,
+            updated_at=now,
+        )
+    )
+
+
+async def set_attempts(session: AsyncSession, touch_id: int, attempts: int) -> None:
+    await session.execute(update(Touch).where(Touch.id == touch_id).values(attempts=attempts))
+
+
+async def sent_emails(session: AsyncSession, enrollment_id: int) -> list[Touch]:
+    """The enrollment's emails that went out (or may have), in step order: its threads."""
+    result = await session.execute(
+        select(Touch)
+        .where(
+            Touch.enrollment_id == enrollment_id,
+            Touch.channel == "email",
+            Touch.message_id.is_not(None),
+            Touch.state.in_(
+                [TouchState.SENT.value, TouchState.UNKNOWN.value, TouchState.SENDING.value]
+            ),
+        )
+        .order_by(Touch.step_index)
+    )
+    return list(result.scalars())

@@ -1,0 +1,223 @@
+"""Finds due touches and hands them out: to in-process send tasks (`sequencer run`) or to arq
+jobs (`sequencer worker`). One active dispatcher at a time, by a lease in the database."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from sequencer.core.mailbox_config import UnknownOutcome
+from sequencer.core.states import EventKind, TouchState
+from sequencer.runtime.engine import Engine
+from sequencer.runtime.sender import Outcome, Sender
+from sequencer.store import enrollments as eq
+from sequencer.store import mailboxes as mq
+from sequencer.store import touches as tq
+from sequencer.store.events import NewEvent, add_events
+
+log = logging.getLogger("sequencer.dispatcher")
+
+LEASE = "dispatcher"
+
+
+def holder_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+@dataclass
+class Stats:
+    claimed: int = 0
+    outcomes: dict[str, int] = field(default_factory=dict)
+
+    def count(self, outcome: Outcome) -> None:
+        self.outcomes[outcome.value] = self.outcomes.get(outcome.value, 0) + 1
+
+
+class Dispatcher:
+    """Claims due touches and passes them to ``hand_out`` (an in-process send, or an enqueue)."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        hand_out: Callable[[int], Awaitable[None]],
+        *,
+        batch: int = 50,
+        poll: float = 0.25,
+        lease_ttl: timedelta = timedelta(seconds=30),
+        stale_after: timedelta = timedelta(minutes=5),
+        housekeeping_every: float = 30.0,
+        holder: str | None = None,
+    ) -> None:
+        self.engine = engine
+        self.hand_out = hand_out
+        self.batch = batch
+        self.poll = poll
+        self.lease_ttl = lease_ttl
+        self.stale_after = stale_after
+        self.housekeeping_every = housekeeping_every
+        self.holder = holder or holder_name()
+        self.stats = Stats()
+        self.wakeup = asyncio.Event()
+        self._last_housekeeping = -1e9
+        self._leader = False
+
+    async def hold_lease(self) -> bool:
+        async with self.engine.db.transaction() as s:
+            held = await mq.acquire_lease(s, LEASE, self.holder, self.engine.now(), self.lease_ttl)
+        if held and not self._leader:
+            log.info("dispatcher lease taken by %s", self.holder)
+        self._leader = held
+        return held
+
+    async def release(self) -> None:
+        async with self.engine.db.transaction() as s:
+            await mq.release_lease(s, LEASE, self.holder)
+        self._leader = False
+
+    async def tick(self) -> int:
+        """One round: housekeeping when due, then claim and hand out what is due. Returns how
+        many touches were handed out."""
+        loop = asyncio.get_running_loop()
+        if loop.time() - self._last_housekeeping >= self.housekeeping_every:
+            self._last_housekeeping = loop.time()
+            await self.housekeeping()
+        async with self.engine.db.transaction() as s:
+            ids = await tq.claim_due(s, self.engine.now(), self.batch)
+        self.stats.claimed += len(ids)
+        for touch_id in ids:
+            await self.hand_out(touch_id)
+        return len(ids)
+
+    async def housekeeping(self) -> None:
+        """Pauses that ran out end, undone tasks move on, and work a dead process left behind
+        is recovered: claimed-but-unsent touches go back to the queue; touches caught in
+        `sending` become `unknown` (never silently resent)."""
+        engine = self.engine
+        await engine.resume_due()
+        await engine.expire_tasks()
+        now = engine.now()
+        async with engine.db.transaction() as s:
+            stuck_queued = await tq.touches_in_state_before(
+                s, TouchState.QUEUED, now - self.stale_after
+            )
+            await tq.set_touch_state(s, stuck_queued, TouchState.SCHEDULED, now)
+            stuck_sending = await tq.touches_in_state_before(
+                s, TouchState.SENDING, now - self.stale_after
+            )
+        for touch_id in stuck_sending:
+            await recover_sending(engine, touch_id)
+
+    async def next_wait(self) -> float:
+        """How long to sleep: until the next touch is due, at most ``poll`` seconds."""
+        async with self.engine.db.transaction() as s:
+            due = await tq.next_due_at(s)
+        if due is None:
+            return self.poll
+        return max(0.0, min(self.poll, (due - self.engine.now()).total_seconds()))
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Until ``stop`` is set: hold the lease, tick, sleep until something is due."""
+        try:
+            while not stop.is_set():
+                if not await self.hold_lease():
+                    await _sleep(stop, self.lease_ttl.total_seconds() / 3)
+                    continue
+                handed = await self.tick()
+                if handed:
+                    continue
+                self.wakeup.clear()
+                wait = await self.next_wait()
+                await _wait_any(stop, self.wakeup, wait)
+        finally:
+            if self._leader:
+                await self.release()
+
+
+async def recover_sending(engine: Engine, touch_id: int) -> None:
+    """A touch left in `sending` by a process that died: the SMTP outcome cannot be known."""
+    async with engine.db.transaction() as s:
+        now = engine.now()
+        touch = await tq.get_touch(s, touch_id, lock=True)
+        if touch is None or touch.state != TouchState.SENDING.value:
+            return
+        enrollment = await eq.get_enrollment(s, touch.enrollment_id)
+        assert enrollment is not None
+        config = engine.catalog.config
+        box = config.mailbox(enrollment.mailbox or enrollment.owner) if config else None
+        policy = box.limits.unknown_outcome if box else UnknownOutcome.HOLD
+        reason = "the sending process stopped during the SMTP conversation"
+        await tq.set_touch_state(
+            s, [touch.id], TouchState.UNKNOWN, now, error=reason, completed=True
+        )
+        await add_events(
+            s,
+            [
+                NewEvent(
+                    touch.prospect_id,
+                    EventKind.UNKNOWN,
+                    now,
+                    enrollment.id,
+                    touch.id,
+                    {"step": touch.step_id, "reason": reason, "policy": policy.value},
+                )
+            ],
+        )
+        if policy is UnknownOutcome.RESEND:
+            await tq.reschedule(s, touch.id, now, now)
+
+
+async def _sleep(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+
+
+async def _wait_any(stop: asyncio.Event, wakeup: asyncio.Event, seconds: float) -> None:
+    waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(wakeup.wait())]
+    try:
+        await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waits:
+            waiter.cancel()
+
+
+class LocalRunner:
+    """`sequencer run`: dispatcher and senders in one process, no Redis."""
+
+    def __init__(
+        self, engine: Engine, sender: Sender, *, concurrency: int = 8, **options: object
+    ) -> None:
+        self.sender = sender
+        self.concurrency = asyncio.Semaphore(concurrency)
+        self.in_flight: set[asyncio.Task[None]] = set()
+        self.dispatcher = Dispatcher(engine, self._start_send, **options)  # type: ignore[arg-type]
+
+    async def _start_send(self, touch_id: int) -> None:
+        await self.concurrency.acquire()
+        task = asyncio.create_task(self._send(touch_id))
+        self.in_flight.add(task)
+        task.add_done_callback(self.in_flight.discard)
+
+    async def _send(self, touch_id: int) -> None:
+        try:
+            outcome = await self.sender.send_touch(touch_id)
+            self.dispatcher.stats.count(outcome)
+        except Exception:
+            # One bad touch never takes the runner down; housekeeping recovers its state.
+            log.exception("sending touch %s failed unexpectedly", touch_id)
+        finally:
+            self.concurrency.release()
+
+    async def run(self, stop: asyncio.Event) -> Stats:
+        """Send until ``stop`` is set, then finish the sends in flight (never abandon one
+        mid-conversation) and return."""
+        await self.dispatcher.run(stop)
+        if self.in_flight:
+            await asyncio.gather(*self.in_flight, return_exceptions=True)
+        return self.dispatcher.stats

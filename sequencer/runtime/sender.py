@@ -1,0 +1,504 @@
+"""Sends one touch: last check under lock, `sending` committed before SMTP, outcome recorded."""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from sequencer.core.config import MailboxConfig
+from sequencer.core.errors import ConfigError, TemplateError
+from sequencer.core.mailbox_config import UnknownOutcome
+from sequencer.core.model import Channel, Sequence, Step, Threading
+from sequencer.core.scheduling import holiday_calendar, schedule_zone
+from sequencer.core.sending import SendContext, Verdict, check_send, retry_delay
+from sequencer.core.states import (
+    TOUCH_TERMINAL,
+    EventKind,
+    StopReason,
+    SuppressionReason,
+    TouchState,
+)
+from sequencer.core.templates import Renderer, StepInfo, build_context
+from sequencer.core.unsubscribe import make_token, unsubscribe_url
+from sequencer.mail.compose import (
+    OutgoingEmail,
+    build_message,
+    message_bytes,
+    message_id,
+    reply_subject,
+    thread_index,
+)
+from sequencer.mail.smtp import SendOutcome, SendResult
+from sequencer.runtime.engine import Engine
+from sequencer.runtime.mailboxes import Mailboxes
+from sequencer.runtime.planner import LIMIT_LOOKBACK
+from sequencer.store import enrollments as eq
+from sequencer.store import mailboxes as mq
+from sequencer.store import prospects as pq
+from sequencer.store import touches as tq
+from sequencer.store.events import NewEvent, add_events
+from sequencer.store.models import Enrollment, Prospect, Touch
+
+log = logging.getLogger("sequencer.sender")
+
+#: A mailbox that cannot connect is left alone this long before its touches are tried again.
+MAILBOX_BACKOFF = timedelta(minutes=5)
+#: A mailbox whose bounce rate trips the threshold rests this long.
+BOUNCE_PAUSE = timedelta(hours=24)
+#: Bounce rates are only judged once a mailbox has sent this many emails in 24 hours.
+BOUNCE_MIN_SAMPLE = 20
+
+
+class Outcome(StrEnum):
+    SENT = "sent"
+    DEFERRED = "deferred"  # a temporary failure; tried again later
+    BOUNCED = "bounced"
+    FAILED = "failed"
+    UNKNOWN = "unknown"
+    LATER = "later"  # a window, cap or pause moved it
+    CANCELLED = "cancelled"
+    SKIPPED = "skipped"  # nothing to do (already done, paused, claimed elsewhere)
+    MAILBOX_DOWN = "mailbox_down"
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A touch marked `sending`, with the bytes to send."""
+
+    touch_id: int
+    mailbox: str
+    recipient: str
+    message: bytes
+    message_id: str
+
+
+class Sender:
+    """Sends touches for an engine. Safe under at-least-once job delivery: the database decides
+    whether a send happens, so a second delivery of the same job does nothing."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        mailboxes: Mailboxes,
+        *,
+        secret: bytes,
+        renderer: Renderer | None = None,
+    ) -> None:
+        self.engine = engine
+        self.mailboxes = mailboxes
+        self.secret = secret
+        self.renderer = renderer or Renderer()
+        config = engine.catalog.config
+        self.policy = config.sending if config else None
+        self.random = random.Random()
+
+    async def send_touch(self, touch_id: int) -> Outcome:
+        prepared = await self._prepare(touch_id)
+        if isinstance(prepared, Outcome):
+            return prepared
+        try:
+            pool = self.mailboxes.pool(prepared.mailbox)
+        except ConfigError as exc:
+            return await self._mailbox_down(prepared, str(exc))
+        result = await pool.send(prepared.mailbox, prepared.recipient, prepared.message)
+        return await self._record(prepared, result)
+
+    # --- before SMTP ------------------------------------------------------------------------
+
+    async def _prepare(self, touch_id: int) -> Prepared | Outcome:
+        engine = self.engine
+        async with engine.db.transaction() as s:
+            now = engine.now()
+            touch = await tq.get_touch(s, touch_id, lock=True)
+            if touch is None or touch.state in {st.value for st in TOUCH_TERMINAL}:
+                return Outcome.SKIPPED
+            if touch.state == TouchState.SENDING.value:
+                return Outcome.SKIPPED  # another attempt is in flight, or recovery will judge it
+            enrollment = await eq.get_enrollment(s, touch.enrollment_id, lock=True)
+            assert enrollment is not None
+            sequence = await engine._sequence_for(s, enrollment)
+            step = _step(sequence, touch.step_id)
+            prospect = (await pq.get_prospects(s, [touch.prospect_id]))[touch.prospect_id]
+            if step is None or step.channel is not Channel.EMAIL:
+                await engine._cancel(s, [touch], now, "the step is no longer an email step")
+                return Outcome.CANCELLED
+            address = enrollment.mailbox or enrollment.owner
+            box = self.mailboxes.box(address)
+            if box is None:
+                await self._reschedule(s, touch, now + MAILBOX_BACKOFF, now)
+                await mq.mailbox_state(s, address, now)
+                await mq.update_mailbox(
+                    s,
+                    address,
+                    now,
+                    healthy=False,
+                    status_note=f"{address} is not configured in sequencer.yaml",
+                )
+                return Outcome.MAILBOX_DOWN
+            state = await mq.mailbox_state(s, address, now, lock=True)
+            verdict = await self._check(
+                s,
+                touch,
+                enrollment,
+                prospect,
+                sequence,
+                step,
+                box,
+                state.paused_until,
+                state.last_sent_at,
+                now,
+            )
+            if verdict is not None:
+                return verdict
+            try:
+                email = await self._compose(
+                    s, touch, enrollment, prospect, sequence, step, box, now
+                )
+            except TemplateError as exc:
+                await self._fail(s, touch, enrollment, now, f"cannot render: {exc}")
+                return Outcome.FAILED
+            await tq.mark_sending(s, touch.id, email.message_id, touch.template, now)
+            await mq.update_mailbox(s, address, now, last_sent_at=now)
+            if email.in_reply_to is None:
+                await eq.set_thread(s, enrollment.id, email.subject, email.message_id)
+            return Prepared(
+                touch.id,
+                address,
+                prospect.email,
+                message_bytes(build_message(email)),
+                email.message_id,
+            )
+
+    async def _check(
+        self,
+        s: AsyncSession,
+        touch: Touch,
+        enrollment: Enrollment,
+        prospect: Prospect,
+        sequence: Sequence,
+        step: Step,
+        box: MailboxConfig,
+        paused_until: datetime | None,
+        last_sent_at: datetime | None,
+        now: datetime,
+    ) -> Outcome | None:
+        """The last check, under the row locks; None when the touch may go out now."""
+        blocked = await pq.suppressed(s, [prospect.email])
+        contacts = (await tq.contact_times(s, [prospect.id], now - LIMIT_LOOKBACK)).get(
+            prospect.id, []
+        )
+        policy = self.policy
+        context = SendContext(
+            now=now,
+            enrollment_state=enrollment.state,
+            suppressed_by=blocked.get(prospect.email),
+            zone=schedule_zone(sequence, prospect.timezone),
+            window=sequence.schedule.window,
+            holidays=holiday_calendar(sequence.schedule.holidays),
+            anytime=step.anytime,
+            prospect_contacts=[t for t in contacts if abs((t - touch.due_at).total_seconds()) > 1],
+            limits=sequence.limits,
+            mailbox_paused_until=paused_until,
+            mailbox_sends=await mq.mailbox_sends(s, box.address, now),
+            daily_cap=box.limits.daily_cap,
+            last_sent_at=last_sent_at,
+            min_spacing=box.limits.min_spacing.fixed_duration()
+            or box.limits.min_spacing.approximate(),
+            company_sends=(
+                await mq.company_sends(s, prospect.domain, now) if prospect.domain else []
+            ),
+            company_limit=policy.company_daily_limit if policy else None,
+        )
+        check = check_send(context)
+        if check.verdict is Verdict.SEND:
+            return None
+        if check.verdict is Verdict.WAIT:
+            await tq.set_touch_state(s, [touch.id], TouchState.SCHEDULED, now)
+            return Outcome.SKIPPED
+        if check.verdict is Verdict.CANCEL:
+            if context.suppressed_by:
+                await self.engine._stop_all(s, [enrollment], StopReason.SUPPRESSED, now)
+            else:
+                await self.engine._cancel(s, [touch], now, check.reason)
+            return Outcome.CANCELLED
+        assert check.at is not None
+        await self._reschedule(s, touch, check.at, now)
+        return Outcome.LATER
+
+    async def _compose(
+        self,
+        s: AsyncSession,
+        touch: Touch,
+        enrollment: Enrollment,
+        prospect: Prospect,
+        sequence: Sequence,
+        step: Step,
+        box: MailboxConfig,
+        now: datetime,
+    ) -> OutgoingEmail:
+        templates = self.engine.catalog.templates
+        name = touch.template or step.template
+        if name is None or name not in templates:
+            raise TemplateError(f"template {name!r} is missing from the templates folder")
+        config = self.engine.catalog.config
+        token = make_token(self.secret, prospect.email)
+        public = config.sender.public_url if config and config.sender.public_url else ""
+        link = unsubscribe_url(public, token) if public else None
+        context = build_context(
+            prospect=pq.prospect_fields(prospect),
+            sender=config.sender_fields(box.address) if config else {},
+            step=StepInfo(step.id, touch.step_index + 1, len(sequence.steps), step.channel.value),
+            unsubscribe_url=link or f"mailto:{box.address}?subject=unsubscribe",
+        )
+        rendered = self.renderer.render(templates[name], context)
+        own_id = message_id(self.secret, enrollment.id, step.id, box.domain)
+        thread = await self._thread(s, enrollment, sequence, step)
+        in_reply_to = None
+        references: tuple[str, ...] = ()
+        subject = rendered.subject
+        topic = rendered.subject
+        index = None
+        if thread:
+            root = thread[0]
+            topic = enrollment.thread_subject or rendered.subject
+            subject = reply_subject(topic)
+            references = tuple(t.message_id for t in thread if t.message_id)
+            in_reply_to = references[-1] if references else None
+            root_date = root.completed_at or root.updated_at
+            index = thread_index(root.message_id or own_id, root_date, len(thread))
+        else:
+            index = thread_index(own_id, now, 0)
+        return OutgoingEmail(
+            from_address=box.address,
+            from_name=box.name,
+            to_address=prospect.email,
+            to_name=" ".join(p for p in (prospect.first_name, prospect.last_name) if p) or None,
+            subject=subject,
+            text=rendered.text,
+            html=rendered.html,
+            message_id=own_id,
+            date=now,
+            in_reply_to=in_reply_to,
+            references=references,
+            thread_topic=topic,
+            thread_index=index,
+            unsubscribe_url=link,
+            unsubscribe_mailto=f"mailto:{box.address}?subject=unsubscribe",
+        )
+
+    async def _thread(
+        self, s: AsyncSession, enrollment: Enrollment, sequence: Sequence, step: Step
+    ) -> list[Touch]:
+        """The emails this one replies under: those since the last thread start. Empty when
+        this email starts a thread (the first email, or a step with `thread: new`)."""
+        if step.thread is Threading.NEW:
+            return []
+        sent = await tq.sent_emails(s, enrollment.id)
+        starts = {st.id for st in sequence.steps if st.thread is Threading.NEW}
+        thread: list[Touch] = []
+        for touch in sent:
+            if touch.step_id in starts:
+                thread = []
+            thread.append(touch)
+        return thread
+
+    # --- after SMTP -------------------------------------------------------------------------
+
+    async def _record(self, prepared: Prepared, result: SendResult) -> Outcome:
+        if result.outcome is SendOutcome.ACCEPTED:
+            async with self.engine.db.transaction() as s:
+                now = self.engine.now()
+                await self.engine._complete(
+                    s,
+                    prepared.touch_id,
+                    TouchState.SENT,
+                    now,
+                    EventKind.SENT,
+                    {"message_id": prepared.message_id, "mailbox": prepared.mailbox},
+                )
+                await mq.mark_healthy(s, prepared.mailbox, now)
+            return Outcome.SENT
+        if result.outcome is SendOutcome.MAILBOX_DOWN:
+            return await self._mailbox_down(prepared, result.message)
+        async with self.engine.db.transaction() as s:
+            now = self.engine.now()
+            touch = await tq.get_touch(s, prepared.touch_id, lock=True)
+            assert touch is not None
+            enrollment = await eq.get_enrollment(s, touch.enrollment_id, lock=True)
+            assert enrollment is not None
+            words = f"{result.code} {result.message}".strip() if result.code else result.message
+            if result.outcome is SendOutcome.REJECTED:
+                await self._bounce(s, touch, enrollment, prepared, words, now)
+                return Outcome.BOUNCED
+            if result.outcome is SendOutcome.TRANSIENT:
+                attempts_allowed = self.policy.max_attempts if self.policy else 5
+                if touch.attempts >= attempts_allowed:
+                    await self._fail(
+                        s, touch, enrollment, now, f"gave up after {touch.attempts} tries: {words}"
+                    )
+                    return Outcome.FAILED
+                base = (
+                    self.policy.retry_after.approximate() if self.policy else timedelta(minutes=5)
+                )
+                later = now + retry_delay(touch.attempts, base, self.random.random())
+                await tq.reschedule(s, touch.id, later, now)
+                await tq.set_touch_state(s, [touch.id], TouchState.SCHEDULED, now, error=words)
+                await add_events(
+                    s,
+                    [
+                        NewEvent(
+                            touch.prospect_id,
+                            EventKind.DEFERRED,
+                            now,
+                            enrollment.id,
+                            touch.id,
+                            {"step": touch.step_id, "reason": words, "retry_at": later.isoformat()},
+                        )
+                    ],
+                )
+                return Outcome.DEFERRED
+            await self._unknown(s, touch, enrollment, prepared, words, now)
+            return Outcome.UNKNOWN
+
+    async def _bounce(
+        self,
+        s: AsyncSession,
+        touch: Touch,
+        enrollment: Enrollment,
+        prepared: Prepared,
+        words: str,
+        now: datetime,
+    ) -> None:
+        """A permanent rejection: the touch failed, the address is suppressed and every live
+        enrollment of the prospect stops as bounced."""
+        await tq.set_touch_state(s, [touch.id], TouchState.FAILED, now, error=words, completed=True)
+        await pq.add_suppression(s, prepared.recipient, SuppressionReason.BOUNCED.value, words, now)
+        live = await eq.enrollments_of(s, touch.prospect_id, live_only=True, lock=True)
+        await self.engine._stop_all(s, live, StopReason.BOUNCED, now)
+        await add_events(
+            s,
+            [
+                NewEvent(
+                    touch.prospect_id,
+                    EventKind.BOUNCED,
+                    now,
+                    enrollment.id,
+                    touch.id,
+                    {"step": touch.step_id, "reason": words, "mailbox": prepared.mailbox},
+                )
+            ],
+        )
+        await self._check_bounce_rate(s, prepared.mailbox, now)
+
+    async def _check_bounce_rate(self, s: AsyncSession, address: str, now: datetime) -> None:
+        threshold = self.policy.bounce_pause_threshold if self.policy else 0.05
+        sent = len(await mq.mailbox_sends(s, address, now))
+        bounced = await mq.bounces_since(s, address, now - timedelta(hours=24))
+        if sent >= BOUNCE_MIN_SAMPLE and bounced / sent > threshold:
+            await mq.mailbox_state(s, address, now)
+            await mq.update_mailbox(
+                s,
+                address,
+                now,
+                paused_until=now + BOUNCE_PAUSE,
+                status_note=(
+                    f"paused: {bounced} bounces in {sent} emails over 24 hours "
+                    f"({bounced / sent:.0%} > {threshold:.0%}); clean the list before resuming"
+                ),
+            )
+            log.warning("mailbox %s paused for its bounce rate (%d/%d)", address, bounced, sent)
+
+    async def _fail(
+        self, s: AsyncSession, touch: Touch, enrollment: Enrollment, now: datetime, reason: str
+    ) -> None:
+        """The touch failed for good; the enrollment moves on to its next step, so one broken
+        email never silently ends the follow-up."""
+        await tq.set_touch_state(
+            s, [touch.id], TouchState.FAILED, now, error=reason, completed=True
+        )
+        await add_events(
+            s,
+            [
+                NewEvent(
+                    touch.prospect_id,
+                    EventKind.FAILED,
+                    now,
+                    enrollment.id,
+                    touch.id,
+                    {"step": touch.step_id, "reason": reason},
+                )
+            ],
+        )
+        if enrollment.state == "active":
+            sequence = await self.engine._sequence_for(s, enrollment)
+            prospect = (await pq.get_prospects(s, [touch.prospect_id]))[touch.prospect_id]
+            await self.engine.planner.plan(s, sequence, [(enrollment, prospect, now)], now)
+
+    async def _unknown(
+        self,
+        s: AsyncSession,
+        touch: Touch,
+        enrollment: Enrollment,
+        prepared: Prepared,
+        words: str,
+        now: datetime,
+    ) -> None:
+        """The connection died after DATA: maybe delivered. Never resent silently: the
+        mailbox's policy decides."""
+        box = self.mailboxes.box(prepared.mailbox)
+        policy = box.limits.unknown_outcome if box else UnknownOutcome.HOLD
+        await tq.set_touch_state(
+            s, [touch.id], TouchState.UNKNOWN, now, error=words, completed=True
+        )
+        await add_events(
+            s,
+            [
+                NewEvent(
+                    touch.prospect_id,
+                    EventKind.UNKNOWN,
+                    now,
+                    enrollment.id,
+                    touch.id,
+                    {"step": touch.step_id, "reason": words, "policy": policy.value},
+                )
+            ],
+        )
+        if policy is UnknownOutcome.RESEND:
+            # Same Message-ID: if the first copy did arrive, mail clients show one message.
+            await tq.reschedule(s, touch.id, now, now)
+
+    async def _mailbox_down(self, prepared: Prepared, reason: str) -> Outcome:
+        """Nothing was sent: the touch waits, the mailbox is marked unhealthy; nothing fails."""
+        async with self.engine.db.transaction() as s:
+            now = self.engine.now()
+            touch = await tq.get_touch(s, prepared.touch_id, lock=True)
+            assert touch is not None
+            await tq.set_attempts(s, touch.id, max(touch.attempts - 1, 0))
+            await tq.reschedule(s, touch.id, now + MAILBOX_BACKOFF, now)
+            await tq.set_touch_state(s, [touch.id], TouchState.SCHEDULED, now, error=reason)
+            await mq.mailbox_state(s, prepared.mailbox, now)
+            await mq.update_mailbox(
+                s,
+                prepared.mailbox,
+                now,
+                healthy=False,
+                status_note=reason,
+                paused_until=now + MAILBOX_BACKOFF,
+            )
+        log.warning("mailbox %s unavailable: %s", prepared.mailbox, reason)
+        return Outcome.MAILBOX_DOWN
+
+    async def _reschedule(self, s: AsyncSession, touch: Touch, at: datetime, now: datetime) -> None:
+        await tq.reschedule(s, touch.id, at, now)
+
+
+def _step(sequence: Sequence, step_id: str) -> Step | None:
+    for step in sequence.steps:
+        if step.id == step_id:
+            return step
+    return None
