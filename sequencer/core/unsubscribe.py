@@ -8,7 +8,7 @@ import hashlib
 import hmac
 import re
 
-#: First byte of every token; a new layout gets a new number so old links can still be read.
+#: First byte of every token, so a later layout can be told apart from this one.
 TOKEN_VERSION = 1
 #: Bytes of HMAC-SHA256 kept: 128 bits is far beyond guessing, and keeps links short.
 TAG_BYTES = 16
