@@ -153,6 +153,22 @@ def status(as_json: bool) -> None:
         f"Open tasks: {result.open_tasks}"
         + (f" ({result.overdue_tasks} overdue)" if result.overdue_tasks else "")
     )
+    if result.mailboxes:
+        click.echo("\nMailboxes:")
+        for box in result.mailboxes:
+            cap = f"/{box['daily_cap']}" if box["daily_cap"] else ""
+            line = f"  {box['address']}: {box['sent_24h']}{cap} sent in 24h"
+            if not box["configured"]:
+                line += "; not configured in sequencer.yaml"
+            if box["paused_until"]:
+                until = datetime.fromisoformat(box["paused_until"]).astimezone()
+                line += f"; PAUSED until {until:%a %d %b %H:%M}"
+            if not box["healthy"]:
+                line += "; UNHEALTHY"
+            if box["note"] and (box["paused_until"] or not box["healthy"]):
+                line += f" ({box['note']})"
+            colour = "red" if (box["paused_until"] or not box["healthy"]) else None
+            click.secho(line, fg=colour)
     if result.attention:
         click.secho(
             f"\nNeed a human: {plural(len(result.attention), 'touch')}", fg="red", bold=True

@@ -13,6 +13,7 @@ from sequencer.core.states import TOUCH_PENDING, EnrollmentState, EventKind, Tas
 from sequencer.runtime.engine import Engine
 from sequencer.store import enrollments as eq
 from sequencer.store import events as evq
+from sequencer.store import mailboxes as mq
 from sequencer.store import prospects as pq
 from sequencer.store import touches as tq
 from sequencer.store.models import Prospect, Task
@@ -26,6 +27,7 @@ class Status:
     attention: list[dict[str, Any]]  # failed / unknown touches
     open_tasks: int
     overdue_tasks: int
+    mailboxes: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -37,6 +39,7 @@ class Status:
             "needs_attention": self.attention,
             "open_tasks": self.open_tasks,
             "overdue_tasks": self.overdue_tasks,
+            "mailboxes": self.mailboxes,
         }
 
 
@@ -61,6 +64,28 @@ async def status(engine: Engine) -> Status:
             for touch, prospect, sequence in await evq.touches_needing_attention(s)
         ]
         tasks = await tq.list_tasks(s)
+        states = {m.address: m for m in await mq.all_mailbox_states(s)}
+        config = engine.catalog.config
+        addresses = [b.address for b in config.mailboxes] if config else []
+        addresses += [a for a in states if a not in addresses]
+        mailboxes = []
+        for address in addresses:
+            row = states.get(address)
+            box = config.mailbox(address) if config else None
+            paused = (
+                row.paused_until if row and row.paused_until and row.paused_until > now else None
+            )
+            mailboxes.append(
+                {
+                    "address": address,
+                    "configured": box is not None,
+                    "healthy": row.healthy if row else True,
+                    "paused_until": paused.isoformat() if paused else None,
+                    "note": row.status_note if row else None,
+                    "sent_24h": len(await mq.mailbox_sends(s, address, now)),
+                    "daily_cap": box.limits.daily_cap if box else None,
+                }
+            )
     return Status(
         counts,
         due,
@@ -68,6 +93,7 @@ async def status(engine: Engine) -> Status:
         attention,
         open_tasks=len(tasks),
         overdue_tasks=sum(1 for task, _, _ in tasks if task.due_at < now),
+        mailboxes=mailboxes,
     )
 
 

@@ -325,3 +325,30 @@ async def test_header_injection_from_prospect_data_is_harmless(
     headers = received.raw.split(b"\r\n\r\n", 1)[0]
     assert b"\r\nBcc:" not in headers
     assert received.parsed["To"] == '"Dana Bcc: victim@evil.example" <dana@globex.example>'
+
+
+async def test_a_mailbox_with_too_many_bounces_pauses_itself(
+    database_url: str, tmp_path: Path
+) -> None:
+    from sequencer.runtime import reports
+
+    with FaultySMTPServer() as server:
+        async with sending(database_url, tmp_path, server.port, min_spacing="0 minutes") as (
+            engine,
+            sender,
+        ):
+            good = [f"ok-{i}@company{i}.example" for i in range(21)]
+            bad = [f"reject-rcpt-{i}@other{i}.example" for i in range(3)]
+            await enroll_rows(engine, "three", people(*good))
+            assert (await send_due(engine, sender)).count(Outcome.SENT) == 21
+            await enroll_rows(engine, "three", people(*bad))
+            # 1 bounce in 21 sends is under 5%; the second one trips the threshold.
+            assert await send_due(engine, sender) == [
+                Outcome.BOUNCED,
+                Outcome.BOUNCED,
+                Outcome.LATER,
+            ]
+            status = await reports.status(engine)
+            (ana,) = [m for m in status.mailboxes if m["address"] == OWNER]
+            assert ana["paused_until"] is not None
+            assert "2 bounces in 21 emails" in ana["note"]
