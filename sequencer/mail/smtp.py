@@ -17,6 +17,7 @@ import aiosmtplib
 from aiosmtplib.email import parse_address
 
 from sequencer.core.errors import ConfigError, MailboxUnavailable
+from sequencer.core.mailbox_config import Security
 
 log = logging.getLogger(__name__)
 
@@ -30,12 +31,6 @@ _LINE_ENDINGS = re.compile(rb"\r\n|\n|\r")
 _LEADING_DOT = re.compile(rb"(?m)^\.")
 _ENHANCED_STATUS = re.compile(r"([245])\.\d{1,3}\.\d{1,3}(?=\s|$)")
 _NOT_IN_HOSTNAME = re.compile(r"[\s\x00-\x1f\x7f]")
-
-
-class Security(StrEnum):
-    TLS = "tls"  # implicit TLS from the first byte, usually port 465
-    STARTTLS = "starttls"  # plain greeting, then upgraded; usually port 587
-    NONE = "none"  # unencrypted: only for local test and development servers
 
 
 @dataclass(frozen=True)

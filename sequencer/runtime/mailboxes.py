@@ -9,7 +9,7 @@ from pathlib import Path
 from sequencer.core.config import MailboxConfig, ProjectConfig
 from sequencer.core.errors import ConfigError
 from sequencer.core.mailbox_config import ServerConfig
-from sequencer.mail.smtp import Security, SmtpPool, SmtpSettings
+from sequencer.mail.smtp import SmtpPool, SmtpSettings
 
 
 def resolve_secret(
@@ -51,7 +51,7 @@ def smtp_settings(box: MailboxConfig, env: Mapping[str, str] | None = None) -> S
     return SmtpSettings(
         host=server.host,
         port=server.port,
-        security=Security(server.security.value),
+        security=server.security,
         username=server.username if (password or token) else None,
         password=password,
         oauth2_token=token,
