@@ -6,11 +6,13 @@ import asyncio
 import concurrent.futures
 import inspect
 import os
+import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
+from servers.dovecot import DovecotServer
 from servers.postgres import PostgresServer, TemplateFactory
 
 settings.register_profile("dev", max_examples=100, deadline=None)
@@ -150,3 +152,55 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     template = factory("sequencer_migrated", _migrate)
     with server.temporary_database(template=template) as name:
         yield server.url(name)
+
+
+# -- Redis (for `sequencer worker`) ---------------------------------------------------------
+
+from servers.redis import RedisServer  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """One redis-server for the whole session (tests/servers/redis.py) on 127.0.0.1 at a free
+    port, no persistence; started the first time a test needs it, stopped at the end.
+    ``redis_server.url`` is ``redis://127.0.0.1:PORT/0``. Tests take ``redis_url`` instead,
+    which empties it first."""
+    server = RedisServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """The session's Redis server, emptied (FLUSHALL) for this test; its URL."""
+    redis_server.flush()
+    return redis_server.url
+
+
+# -- a real IMAP server ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def dovecot_server() -> Iterator[DovecotServer]:
+    """One Dovecot IMAP server for the whole session, on 127.0.0.1 at free ports.
+
+    Started the first time a test needs it, stopped (mail and all) at the end of the session.
+    ``port`` speaks plain IMAP (plain-text login allowed) and offers STARTTLS; ``tls_port``
+    speaks implicit TLS with the self-signed ``certificate``. Tests get their own mailbox from
+    ``imap_user``. Fails with a pointer to scripts/install-test-services when Dovecot isn't
+    installed.
+    """
+    with DovecotServer() as server:
+        yield server
+
+
+@pytest.fixture
+def imap_user(dovecot_server: DovecotServer) -> tuple[str, str]:
+    """A fresh, empty mailbox on the session's Dovecot: (user name, password), both random."""
+    user = f"u{secrets.token_hex(6)}"
+    password = secrets.token_urlsafe(16)
+    dovecot_server.add_user(user, password)
+    return user, password

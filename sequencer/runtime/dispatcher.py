@@ -41,12 +41,18 @@ class Stats:
 
 
 class Dispatcher:
-    """Claims due touches and passes them to ``hand_out`` (an in-process send, or an enqueue)."""
+    """Claims due touches and passes them to ``hand_out`` (an in-process send, or an enqueue);
+    ``hand_out`` returns False when it takes nothing more because the process is stopping.
+
+    The lease lasts ``lease_ttl``, but never longer than ``stale_after``: a process silent that
+    long is presumed gone, for its lease as for its touches (only the lease holder recovers
+    touches, so a longer lease would delay recovery past ``stale_after``, and a restarted
+    `sequencer run` would wait out its dead predecessor's lease before sending)."""
 
     def __init__(
         self,
         engine: Engine,
-        hand_out: Callable[[int], Awaitable[None]],
+        hand_out: Callable[[int], Awaitable[bool | None]],
         *,
         batch: int = 50,
         poll: float = 0.25,
@@ -54,12 +60,14 @@ class Dispatcher:
         stale_after: timedelta = timedelta(minutes=5),
         housekeeping_every: float = 30.0,
         holder: str | None = None,
+        sender: Sender | None = None,
     ) -> None:
         self.engine = engine
+        self.sender = sender
         self.hand_out = hand_out
         self.batch = batch
         self.poll = poll
-        self.lease_ttl = lease_ttl
+        self.lease_ttl = min(lease_ttl, stale_after)
         self.stale_after = stale_after
         self.housekeeping_every = housekeeping_every
         self.holder = holder or holder_name()
@@ -67,6 +75,8 @@ class Dispatcher:
         self.wakeup = asyncio.Event()
         self._last_housekeeping = -1e9
         self._leader = False
+        #: Touches this process is sending right now: alive, whatever their age.
+        self.own: set[int] = set()
 
     async def hold_lease(self) -> bool:
         async with self.engine.db.transaction() as s:
@@ -81,9 +91,11 @@ class Dispatcher:
             await mq.release_lease(s, LEASE, self.holder)
         self._leader = False
 
-    async def tick(self) -> int:
+    async def tick(self, stop: asyncio.Event | None = None) -> int:
         """One round: housekeeping when due, then claim and hand out what is due. Returns how
-        many touches were handed out."""
+        many touches were handed out. Once ``stop`` is set nothing more is handed out, and
+        what was claimed but not handed out goes straight back to the queue (rather than
+        waiting for another process to judge it stale)."""
         loop = asyncio.get_running_loop()
         if loop.time() - self._last_housekeeping >= self.housekeeping_every:
             self._last_housekeeping = loop.time()
@@ -91,14 +103,21 @@ class Dispatcher:
         async with self.engine.db.transaction() as s:
             ids = await tq.claim_due(s, self.engine.now(), self.batch)
         self.stats.claimed += len(ids)
+        handed = 0
         for touch_id in ids:
-            await self.hand_out(touch_id)
-        return len(ids)
+            if (stop is not None and stop.is_set()) or await self.hand_out(touch_id) is False:
+                break
+            handed += 1
+        if handed < len(ids):
+            async with self.engine.db.transaction() as s:
+                await tq.unclaim(s, ids[handed:], self.engine.now())
+        return handed
 
     async def housekeeping(self) -> None:
         """Pauses that ran out end, undone tasks move on, and work a dead process left behind
         is recovered: claimed-but-unsent touches go back to the queue; touches caught in
-        `sending` become `unknown` (never silently resent)."""
+        `sending` become `unknown` (never silently resent). This process's own sends are
+        alive however long they take, so they are left alone."""
         engine = self.engine
         await engine.resume_due()
         await engine.expire_tasks()
@@ -107,12 +126,16 @@ class Dispatcher:
             stuck_queued = await tq.touches_in_state_before(
                 s, TouchState.QUEUED, now - self.stale_after
             )
+            stuck_queued = [t for t in stuck_queued if t not in self.own]
             await tq.set_touch_state(s, stuck_queued, TouchState.SCHEDULED, now)
             stuck_sending = await tq.touches_in_state_before(
                 s, TouchState.SENDING, now - self.stale_after
             )
+            stuck_sending = [t for t in stuck_sending if t not in self.own]
         for touch_id in stuck_sending:
             await recover_sending(engine, touch_id)
+        if self.sender is not None:
+            await self.sender.recheck_unknown()
 
     async def next_wait(self) -> float:
         """How long to sleep: until the next touch is due, at most ``poll`` seconds."""
@@ -129,7 +152,7 @@ class Dispatcher:
                 if not await self.hold_lease():
                     await _sleep(stop, self.lease_ttl.total_seconds() / 3)
                     continue
-                handed = await self.tick()
+                handed = await self.tick(stop)
                 if handed:
                     continue
                 self.wakeup.clear()
@@ -196,13 +219,20 @@ class LocalRunner:
         self.sender = sender
         self.concurrency = asyncio.Semaphore(concurrency)
         self.in_flight: set[asyncio.Task[None]] = set()
-        self.dispatcher = Dispatcher(engine, self._start_send, **options)  # type: ignore[arg-type]
+        self._stop: asyncio.Event | None = None
+        self.dispatcher = Dispatcher(engine, self._start_send, sender=sender, **options)  # type: ignore[arg-type]
 
-    async def _start_send(self, touch_id: int) -> None:
+    async def _start_send(self, touch_id: int) -> bool:
         await self.concurrency.acquire()
+        if self._stop is not None and self._stop.is_set():
+            # The stop came while this waited for a free slot: start nothing new.
+            self.concurrency.release()
+            return False
+        self.dispatcher.own.add(touch_id)
         task = asyncio.create_task(self._send(touch_id))
         self.in_flight.add(task)
         task.add_done_callback(self.in_flight.discard)
+        return True
 
     async def _send(self, touch_id: int) -> None:
         try:
@@ -212,11 +242,14 @@ class LocalRunner:
             # One bad touch never takes the runner down; housekeeping recovers its state.
             log.exception("sending touch %s failed unexpectedly", touch_id)
         finally:
+            self.dispatcher.own.discard(touch_id)
             self.concurrency.release()
 
     async def run(self, stop: asyncio.Event) -> Stats:
         """Send until ``stop`` is set, then finish the sends in flight (never abandon one
-        mid-conversation) and return."""
+        mid-conversation) and return; touches claimed but not yet started go back to the
+        queue."""
+        self._stop = stop
         await self.dispatcher.run(stop)
         if self.in_flight:
             await asyncio.gather(*self.in_flight, return_exceptions=True)

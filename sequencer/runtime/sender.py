@@ -11,7 +11,7 @@ from enum import StrEnum
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from sequencer.core.config import MailboxConfig
-from sequencer.core.errors import ConfigError, TemplateError
+from sequencer.core.errors import ConfigError, MailboxUnavailable, TemplateError
 from sequencer.core.mailbox_config import UnknownOutcome
 from sequencer.core.model import Channel, Sequence, Step, Threading
 from sequencer.core.scheduling import holiday_calendar, schedule_zone
@@ -33,6 +33,7 @@ from sequencer.mail.compose import (
     reply_subject,
     thread_index,
 )
+from sequencer.mail.imap import append_message, find_message_id, imap_settings
 from sequencer.mail.smtp import SendOutcome, SendResult
 from sequencer.runtime.engine import Engine
 from sequencer.runtime.mailboxes import Mailboxes
@@ -50,6 +51,8 @@ log = logging.getLogger("sequencer.sender")
 MAILBOX_BACKOFF = timedelta(minutes=5)
 #: A mailbox whose bounce rate trips the threshold rests this long.
 BOUNCE_PAUSE = timedelta(hours=24)
+#: How long a provider may take to file its copy in the Sent folder before we look.
+SENT_FOLDER_GRACE = timedelta(minutes=2)
 #: Bounce rates are only judged once a mailbox has sent this many emails in 24 hours.
 BOUNCE_MIN_SAMPLE = 20
 
@@ -141,6 +144,9 @@ class Sender:
                 )
                 return Outcome.MAILBOX_DOWN
             state = await mq.mailbox_state(s, address, now, lock=True)
+            # The time once the mailbox's lock is held: while this waited, other sends may
+            # have gone out, and spacing and caps must be judged against them.
+            now = engine.now()
             verdict = await self._check(
                 s,
                 touch,
@@ -322,6 +328,7 @@ class Sender:
                     {"message_id": prepared.message_id, "mailbox": prepared.mailbox},
                 )
                 await mq.mark_healthy(s, prepared.mailbox, now)
+            await self._save_to_sent(prepared)
             return Outcome.SENT
         if result.outcome is SendOutcome.MAILBOX_DOWN:
             return await self._mailbox_down(prepared, result.message)
@@ -363,7 +370,7 @@ class Sender:
                 )
                 return Outcome.DEFERRED
             await self._unknown(s, touch, enrollment, prepared, words, now)
-            return Outcome.UNKNOWN
+        return Outcome.UNKNOWN
 
     async def _bounce(
         self,
@@ -447,7 +454,7 @@ class Sender:
         prepared: Prepared,
         words: str,
         now: datetime,
-    ) -> None:
+    ) -> UnknownOutcome:
         """The connection died after DATA: maybe delivered. Never resent silently: the
         mailbox's policy decides."""
         box = self.mailboxes.box(prepared.mailbox)
@@ -471,6 +478,71 @@ class Sender:
         if policy is UnknownOutcome.RESEND:
             # Same Message-ID: if the first copy did arrive, mail clients show one message.
             await tq.reschedule(s, touch.id, now, now)
+        return policy
+
+    async def recheck_unknown(self, grace: timedelta = SENT_FOLDER_GRACE) -> int:
+        """For mailboxes with `unknown_outcome: check_sent_folder`: look up each recent
+        `unknown` touch in the Sent folder once the provider has had time to file its copy.
+        Returns how many were settled."""
+        engine = self.engine
+        now = engine.now()
+        async with engine.db.transaction() as s:
+            candidates = await tq.unknown_between(s, now - timedelta(hours=24), now - grace)
+        settled = 0
+        for touch_id, mailbox, found_id in candidates:
+            box = self.mailboxes.box(mailbox)
+            if box is None or box.limits.unknown_outcome is not UnknownOutcome.CHECK_SENT_FOLDER:
+                continue
+            outcome = await self._check_sent_folder(touch_id, mailbox, found_id)
+            settled += outcome is not Outcome.UNKNOWN
+        return settled
+
+    async def _check_sent_folder(self, touch_id: int, mailbox: str, message_id: str) -> Outcome:
+        """Look for the Message-ID in the mailbox's Sent folder: found means sent; not found
+        means it never left, so it goes out again; no answer keeps it `unknown` for a human."""
+        box = self.mailboxes.box(mailbox)
+        if box is None or box.imap is None:
+            return Outcome.UNKNOWN
+        folder = box.imap.sent_folder or "Sent"
+        try:
+            found = await find_message_id(imap_settings(box), folder, message_id, name=box.address)
+        except (ConfigError, MailboxUnavailable) as exc:
+            log.warning("cannot check the Sent folder of %s: %s", box.address, exc)
+            return Outcome.UNKNOWN
+        async with self.engine.db.transaction() as s:
+            now = self.engine.now()
+            touch = await tq.get_touch(s, touch_id, lock=True)
+            if touch is None or touch.state != TouchState.UNKNOWN.value:
+                return Outcome.UNKNOWN
+            if found:
+                await tq.set_touch_state(s, [touch.id], TouchState.SENDING, now)
+                await self.engine._complete(
+                    s,
+                    touch.id,
+                    TouchState.SENT,
+                    now,
+                    EventKind.SENT,
+                    {"message_id": message_id, "mailbox": mailbox, "confirmed": f"in {folder}"},
+                )
+                return Outcome.SENT
+            await tq.reschedule(s, touch.id, now, now)
+            return Outcome.DEFERRED
+
+    async def _save_to_sent(self, prepared: Prepared) -> None:
+        """Keep a copy in the Sent folder for servers that don't (best effort: the email went
+        out either way)."""
+        box = self.mailboxes.box(prepared.mailbox)
+        if box is None or box.imap is None or not box.imap.save_to_sent:
+            return
+        try:
+            await append_message(
+                imap_settings(box),
+                box.imap.sent_folder or "Sent",
+                prepared.message,
+                name=box.address,
+            )
+        except (ConfigError, MailboxUnavailable) as exc:
+            log.warning("could not save a copy to the Sent folder of %s: %s", box.address, exc)
 
     async def _mailbox_down(self, prepared: Prepared, reason: str) -> Outcome:
         """Nothing was sent: the touch waits, the mailbox is marked unhealthy; nothing fails."""

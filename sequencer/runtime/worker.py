@@ -56,7 +56,12 @@ async def startup(ctx: dict[str, Any]) -> None:
     async def enqueue(touch_id: int) -> None:
         await redis.enqueue_job("send_touch", touch_id, _job_id=job_id(touch_id))
 
-    dispatcher = Dispatcher(engine, enqueue, stale_after=timedelta(seconds=settings.stale_after))
+    dispatcher = Dispatcher(
+        engine,
+        enqueue,
+        stale_after=timedelta(seconds=settings.stale_after),
+        sender=ctx["sender"],
+    )
     stop: asyncio.Event = ctx["stop"]
     ctx["dispatcher_task"] = asyncio.create_task(dispatcher.run(stop))
 

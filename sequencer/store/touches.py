@@ -303,6 +303,18 @@ async def claim_due(session: AsyncSession, now: datetime, limit: int) -> list[in
     return ids
 
 
+async def unclaim(session: AsyncSession, touch_ids: Iterable[int], now: datetime) -> None:
+    """Claimed touches that were never handed out (the process is stopping) go back to
+    `scheduled`; a touch that moved on meanwhile is left as it is."""
+    wanted = list(set(touch_ids))
+    if wanted:
+        await session.execute(
+            update(Touch)
+            .where(Touch.id.in_(wanted), Touch.state == TouchState.QUEUED.value)
+            .values(state=TouchState.SCHEDULED.value, updated_at=now)
+        )
+
+
 async def next_due_at(session: AsyncSession) -> datetime | None:
     """When the earliest scheduled email of an active enrollment is due."""
     result = await session.execute(
@@ -365,3 +377,20 @@ async def sent_emails(session: AsyncSession, enrollment_id: int) -> list[Touch]:
         .order_by(Touch.step_index)
     )
     return list(result.scalars())
+
+
+async def unknown_between(
+    session: AsyncSession, start: datetime, end: datetime
+) -> list[tuple[int, str, str]]:
+    """(touch id, mailbox, Message-ID) of `unknown` emails settled as unknown in [start, end)."""
+    result = await session.execute(
+        select(Touch.id, func.coalesce(Enrollment.mailbox, Enrollment.owner), Touch.message_id)
+        .join(Enrollment, Enrollment.id == Touch.enrollment_id)
+        .where(
+            Touch.state == TouchState.UNKNOWN.value,
+            Touch.message_id.is_not(None),
+            Touch.completed_at >= start,
+            Touch.completed_at < end,
+        )
+    )
+    return [(i, m, mid) for i, m, mid in result.all() if mid]

@@ -21,9 +21,11 @@ from helpers import (
     running_engine,
     touches,
 )
+from servers.dovecot import DovecotServer
 from servers.smtp import FaultySMTPServer, RecordingSMTPServer
 
 from sequencer.catalog import Project
+from sequencer.core.mailbox_config import Security
 from sequencer.core.states import TouchState
 from sequencer.core.unsubscribe import read_token
 from sequencer.runtime.dispatcher import Dispatcher
@@ -352,3 +354,84 @@ async def test_a_mailbox_with_too_many_bounces_pauses_itself(
             (ana,) = [m for m in status.mailboxes if m["address"] == OWNER]
             assert ana["paused_until"] is not None
             assert "2 bounces in 21 emails" in ana["note"]
+
+
+def imap_block(server: DovecotServer, user: str, **extra: object) -> dict[str, object]:
+    return {
+        "host": "127.0.0.1",
+        "port": server.port,
+        "security": "none",
+        "username": user,
+        "password_env": "TEST_IMAP_PASSWORD",
+        "sent_folder": "Sent",
+        "timeout": 5,
+        **extra,
+    }
+
+
+async def test_check_sent_folder_settles_unknown_touches(
+    database_url: str,
+    tmp_path: Path,
+    dovecot_server: DovecotServer,
+    imap_user: tuple[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    user, password = imap_user
+    monkeypatch.setenv("TEST_IMAP_PASSWORD", password)
+    dovecot_server.create_folder(user, "Sent")
+    with FaultySMTPServer() as server:
+        async with sending(
+            database_url,
+            tmp_path,
+            server.port,
+            unknown_outcome="check_sent_folder",
+            min_spacing="0 minutes",
+            imap=imap_block(dovecot_server, user),
+        ) as (engine, sender):
+            await enroll_rows(
+                engine,
+                "three",
+                people("drop-after-data-a@one.example", "drop-after-data-b@two.example"),
+            )
+            assert await send_due(engine, sender) == [Outcome.UNKNOWN, Outcome.UNKNOWN]
+            # Too early: the provider may not have filed its copy yet.
+            assert await sender.recheck_unknown() == 0
+            # The provider filed a copy of the first one only.
+            first, second = server.messages
+            dovecot_server.deliver(user, first.raw, folder="Sent")
+            move_to(engine, engine.now() + timedelta(minutes=3))
+            assert await sender.recheck_unknown() == 2
+            (a_intro, *a_rest) = await touches(engine, "drop-after-data-a@one.example")
+            assert a_intro.state == "sent" and [t.step_id for t in a_rest] == ["follow"]
+            (b_intro,) = await touches(engine, "drop-after-data-b@two.example")
+            assert b_intro.state == "scheduled"  # never arrived: it goes out again
+            assert second.parsed["Message-ID"] != first.parsed["Message-ID"]
+
+
+async def test_save_to_sent_keeps_a_copy_in_the_sent_folder(
+    database_url: str,
+    tmp_path: Path,
+    smtp: RecordingSMTPServer,
+    dovecot_server: DovecotServer,
+    imap_user: tuple[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from sequencer.mail.imap import ImapSettings, find_message_id
+
+    user, password = imap_user
+    monkeypatch.setenv("TEST_IMAP_PASSWORD", password)
+    dovecot_server.create_folder(user, "Sent")
+    async with sending(
+        database_url, tmp_path, smtp.port, imap=imap_block(dovecot_server, user, save_to_sent=True)
+    ) as (engine, sender):
+        await enroll_rows(engine, "three", people("dana@globex.example"))
+        assert await send_due(engine, sender) == [Outcome.SENT]
+    (received,) = smtp.wait_for(1)
+    settings = ImapSettings(
+        host="127.0.0.1",
+        port=dovecot_server.port,
+        security=Security.NONE,
+        username=user,
+        password=password,
+    )
+    assert await find_message_id(settings, "Sent", received.parsed["Message-ID"], name=user)
