@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 from dataclasses import dataclass
@@ -99,17 +100,43 @@ class Sender:
         config = engine.catalog.config
         self.policy = config.sending if config else None
         self.random = random.Random()
+        self._slots: dict[str, asyncio.Semaphore] = {}
 
     async def send_touch(self, touch_id: int) -> Outcome:
-        prepared = await self._prepare(touch_id)
-        if isinstance(prepared, Outcome):
-            return prepared
-        try:
-            pool = self.mailboxes.pool(prepared.mailbox)
-        except ConfigError as exc:
-            return await self._mailbox_down(prepared, str(exc))
-        result = await pool.send(prepared.mailbox, prepared.recipient, prepared.message)
+        # Wait for one of the mailbox's connections *before* marking the touch `sending`: a
+        # crash then leaves as `unknown` only emails that were really on the wire.
+        async with self._slot(await self._mailbox_of(touch_id)):
+            prepared = await self._prepare(touch_id)
+            if isinstance(prepared, Outcome):
+                return prepared
+            try:
+                pool = self.mailboxes.pool(prepared.mailbox)
+            except ConfigError as exc:
+                return await self._mailbox_down(prepared, str(exc))
+            result = await pool.send(prepared.mailbox, prepared.recipient, prepared.message)
         return await self._record(prepared, result)
+
+    async def _mailbox_of(self, touch_id: int) -> str | None:
+        async with self.engine.db.transaction() as s:
+            touch = await tq.get_touch(s, touch_id)
+            if touch is None:
+                return None
+            enrollment = await eq.get_enrollment(s, touch.enrollment_id)
+        return (enrollment.mailbox or enrollment.owner) if enrollment else None
+
+    def _slot(self, address: str | None) -> asyncio.Semaphore:
+        """At most as many sends in flight per mailbox as it has SMTP connections."""
+        key = address or ""
+        if key not in self._slots:
+            size = 2
+            box = self.mailboxes.box(key) if address else None
+            if box is not None:
+                try:
+                    size = self.mailboxes.pool(key).settings.pool_size
+                except ConfigError:
+                    size = 1
+            self._slots[key] = asyncio.Semaphore(size)
+        return self._slots[key]
 
     # --- before SMTP ------------------------------------------------------------------------
 

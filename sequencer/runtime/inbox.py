@@ -1,0 +1,329 @@
+"""What an inbound message does: classified, matched to enrollments, acted on, and the folder's
+cursor moved, all in one transaction, so a message is never lost nor acted on twice."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, time, timedelta
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from sequencer.core.calendar import add_delay
+from sequencer.core.delays import Delay, DelayUnit
+from sequencer.core.inbound import Classification, InboundKind, classify
+from sequencer.core.model import OutOfOfficeAction
+from sequencer.core.scheduling import holiday_calendar, schedule_zone
+from sequencer.core.states import (
+    EnrollmentState,
+    EventKind,
+    StopReason,
+    SuppressionReason,
+)
+from sequencer.mail.compose import parse_message_id
+from sequencer.runtime.engine import Engine
+from sequencer.store import enrollments as eq
+from sequencer.store import inbound as iq
+from sequencer.store import prospects as pq
+from sequencer.store import touches as tq
+from sequencer.store.events import NewEvent, add_events
+from sequencer.store.models import Enrollment
+
+log = logging.getLogger("sequencer.inbox")
+
+#: Transient bounces for one address within this period before it counts as dead.
+TRANSIENT_WINDOW = timedelta(days=7)
+TRANSIENT_LIMIT = 3
+ONE_BUSINESS_DAY = Delay(1, DelayUnit.BUSINESS_DAYS)
+
+
+@dataclass
+class Handled:
+    """What processing one message did."""
+
+    classification: Classification
+    duplicate: bool = False
+    enrollments: list[int] = field(default_factory=list)  # enrollments it matched
+    action: str = "recorded"
+
+
+class InboxProcessor:
+    """Applies inbound messages for one engine."""
+
+    def __init__(self, engine: Engine, *, secret: bytes) -> None:
+        self.engine = engine
+        self.secret = secret
+        config = engine.catalog.config
+        self.our_domains = sorted({b.domain for b in config.mailboxes}) if config else []
+
+    async def process(
+        self, mailbox: str, folder: str, uidvalidity: int, uid: int, raw: bytes
+    ) -> Handled:
+        """Classify, match and act on one message, and move the folder's cursor past it, in
+        one transaction. A message already recorded only moves the cursor."""
+        now = self.engine.now()
+        result = classify(raw, today=now.date(), our_domains=self.our_domains)
+        async with self.engine.db.transaction() as s:
+            handled = await self._apply(s, mailbox, folder, uidvalidity, uid, result, now)
+            await iq.set_cursor(s, mailbox, folder, uidvalidity, uid, now)
+        return handled
+
+    async def _apply(
+        self,
+        s: AsyncSession,
+        mailbox: str,
+        folder: str,
+        uidvalidity: int,
+        uid: int,
+        c: Classification,
+        now: datetime,
+    ) -> Handled:
+        matched = await self._match(s, mailbox, c)
+        details: dict[str, object] = {
+            "reason": c.reason,
+            "recipients": list(c.recipients),
+            "status": c.status,
+            "permanent": c.permanent,
+            "return_date": c.return_date.isoformat() if c.return_date else None,
+        }
+        if c.kind is InboundKind.BOUNCE and c.permanent is False and c.recipients:
+            details["transient_recipient"] = c.recipients[0]
+        inbound_id = await iq.record_message(
+            s,
+            {
+                "mailbox": mailbox,
+                "folder": folder,
+                "uidvalidity": uidvalidity,
+                "uid": uid,
+                "message_id": (c.message_id or "")[:998] or None,
+                "sender": (c.sender or "")[:254] or None,
+                "subject": c.subject[:2000],
+                "kind": c.kind.value,
+                "enrollment_id": matched[0].id if matched else None,
+                "details": details,
+                "processed_at": now,
+            },
+        )
+        handled = Handled(c, duplicate=inbound_id is None, enrollments=[e.id for e in matched])
+        if handled.duplicate:
+            return handled
+        kind = c.kind
+        if kind is InboundKind.REPLY and matched:
+            handled.action = await self._replied(s, matched, c, now)
+        elif kind is InboundKind.OUT_OF_OFFICE and matched:
+            handled.action = await self._out_of_office(s, matched, c, now)
+        elif kind is InboundKind.UNSUBSCRIBE and c.sender:
+            handled.action = await self._unsubscribe(s, c.sender, now)
+        elif kind is InboundKind.BOUNCE:
+            handled.action = await self._bounce(s, matched, c, now)
+        return handled
+
+    # --- matching ---------------------------------------------------------------------------
+
+    async def _match(self, s: AsyncSession, mailbox: str, c: Classification) -> list[Enrollment]:
+        """Our Message-IDs in In-Reply-To/References first (a bounce: the one it reports);
+        then the sender's address among live enrollments sending from this mailbox."""
+        ids = list(c.in_reply_to)
+        if c.original_message_id:
+            ids.insert(0, c.original_message_id)
+        for value in reversed(ids):
+            parsed = parse_message_id(self.secret, value)
+            if parsed is None:
+                continue
+            enrollment = await eq.get_enrollment(s, parsed[0], lock=True)
+            if enrollment is not None:
+                return [enrollment]
+        if c.kind is InboundKind.BOUNCE:
+            found: list[Enrollment] = []
+            for recipient in c.recipients:
+                found += await iq.live_enrollments_by_email(s, recipient.lower())
+            return found
+        if c.sender:
+            return await iq.live_enrollments_by_email(s, c.sender.lower(), mailbox)
+        return []
+
+    # --- actions ----------------------------------------------------------------------------
+
+    async def _replied(
+        self, s: AsyncSession, matched: Sequence[Enrollment], c: Classification, now: datetime
+    ) -> str:
+        """A reply stops the enrollment it answers and every other live enrollment of that
+        prospect; with `company_reply`, also the others at the same company."""
+        enrollment = matched[0]
+        attributed = await self._attribution(s, enrollment, c)
+        others = await eq.enrollments_of(s, enrollment.prospect_id, live_only=True, lock=True)
+        targets = {e.id: e for e in [*matched, *others] if e.state in ("active", "paused")}
+        events = [
+            NewEvent(
+                enrollment.prospect_id,
+                EventKind.REPLIED,
+                now,
+                enrollment.id,
+                attributed.get("touch_id"),  # type: ignore[arg-type]
+                {**attributed, "subject": c.subject[:200], "text": c.reply_text[:500]},
+            )
+        ]
+        await add_events(s, events)
+        await self.engine._stop_all(s, list(targets.values()), StopReason.REPLIED, now)
+        stopped = len(targets)
+        prospect = (await pq.get_prospects(s, [enrollment.prospect_id]))[enrollment.prospect_id]
+        domain = prospect.email.rsplit("@", 1)[-1]
+        stopped += await self._company_reply(s, domain, prospect.id, now)
+        return f"stopped {stopped} enrollment(s): replied"
+
+    async def _attribution(
+        self, s: AsyncSession, enrollment: Enrollment, c: Classification
+    ) -> dict[str, object]:
+        """Which touch and template earned the reply: the one it answers, else the last sent."""
+        sent = await tq.sent_emails(s, enrollment.id)
+        by_id = {t.message_id: t for t in sent if t.message_id}
+        touch = next((by_id[m] for m in reversed(c.in_reply_to) if m in by_id), None)
+        touch = touch or (sent[-1] if sent else None)
+        if touch is None:
+            return {}
+        return {
+            "touch_id": touch.id,
+            "step": touch.step_id,
+            "attempt": touch.step_index + 1,
+            "template": touch.template,
+        }
+
+    async def _company_reply(
+        self, s: AsyncSession, domain: str, prospect_id: int, now: datetime
+    ) -> int:
+        """Stop colleagues' enrollments in sequences that say `company_reply: true` (never for
+        a free-mail domain, where 'the same company' means nothing)."""
+        from sequencer.core.prospects import FREE_MAIL_DOMAINS
+
+        if domain in FREE_MAIL_DOMAINS:
+            return 0
+        names = [n for n, q in self.engine.sequences.items() if q.stop.company_reply]
+        ids = (await eq.sequence_ids(s, names)).values()
+        colleagues = [
+            e
+            for e in await iq.live_enrollments_at_domain(s, domain, ids)
+            if e.prospect_id != prospect_id
+        ]
+        if colleagues:
+            await self.engine._stop_all(s, colleagues, StopReason.ACCOUNT_REPLIED, now)
+        return len(colleagues)
+
+    async def _out_of_office(
+        self, s: AsyncSession, matched: Sequence[Enrollment], c: Classification, now: datetime
+    ) -> str:
+        """Pause until the return date plus one business day (a default when no date is given,
+        never longer than the policy allows); it resumes by itself. Never counts as a reply."""
+        paused = 0
+        for enrollment in matched:
+            if enrollment.state != EnrollmentState.ACTIVE.value:
+                continue
+            sequence = await self.engine._sequence_for(s, enrollment)
+            policy = sequence.out_of_office
+            prospect = (await pq.get_prospects(s, [enrollment.prospect_id]))[enrollment.prospect_id]
+            zone = schedule_zone(sequence, prospect.timezone)
+            window, holidays = (
+                sequence.schedule.window,
+                holiday_calendar(sequence.schedule.holidays),
+            )
+            latest = add_delay(now.astimezone(zone), policy.max_pause, zone, window, holidays)
+            if c.return_date is not None and c.return_date >= now.astimezone(zone).date():
+                back = datetime.combine(c.return_date, time(0), zone)
+                until = add_delay(back, ONE_BUSINESS_DAY, zone, window, holidays)
+            else:
+                until = add_delay(
+                    now.astimezone(zone), policy.default_pause, zone, window, holidays
+                )
+            until = min(until, latest)
+            await add_events(
+                s,
+                [
+                    NewEvent(
+                        enrollment.prospect_id,
+                        EventKind.OUT_OF_OFFICE,
+                        now,
+                        enrollment.id,
+                        data={
+                            "return_date": c.return_date.isoformat() if c.return_date else None,
+                            "until": until.isoformat(),
+                            "policy": policy.action.value,
+                        },
+                    )
+                ],
+            )
+            if policy.action is OutOfOfficeAction.IGNORE:
+                continue
+            await eq.set_state(s, enrollment.id, EnrollmentState.PAUSED, now, paused_until=until)
+            await add_events(
+                s,
+                [
+                    NewEvent(
+                        enrollment.prospect_id,
+                        EventKind.PAUSED,
+                        now,
+                        enrollment.id,
+                        data={"until": until.isoformat(), "reason": "out of office"},
+                    )
+                ],
+            )
+            paused += 1
+        return f"paused {paused} enrollment(s): out of office"
+
+    async def _unsubscribe(self, s: AsyncSession, sender: str, now: datetime) -> str:
+        """An unsubscribe request: never mail them again, from any sequence."""
+        await pq.add_suppression(
+            s, sender.lower(), SuppressionReason.UNSUBSCRIBED.value, "asked by email", now
+        )
+        live = await iq.live_enrollments_by_email(s, sender.lower())
+        for enrollment in live:
+            await add_events(
+                s,
+                [
+                    NewEvent(
+                        enrollment.prospect_id,
+                        EventKind.UNSUBSCRIBED,
+                        now,
+                        enrollment.id,
+                        data={"how": "email"},
+                    )
+                ],
+            )
+        await self.engine._stop_all(s, live, StopReason.UNSUBSCRIBED, now)
+        return f"suppressed {sender}; stopped {len(live)} enrollment(s)"
+
+    async def _bounce(
+        self, s: AsyncSession, matched: Sequence[Enrollment], c: Classification, now: datetime
+    ) -> str:
+        """A permanent bounce stops and suppresses; transient ones are recorded and count as
+        permanent after repeats."""
+        recipients = [r.lower() for r in c.recipients]
+        if not recipients and matched:
+            prospects = await pq.get_prospects(s, [e.prospect_id for e in matched])
+            recipients = sorted({p.email for p in prospects.values()})
+        permanent = bool(c.permanent)
+        if not permanent and recipients:
+            seen = await iq.transient_bounces(s, recipients[0], now - TRANSIENT_WINDOW)
+            permanent = seen + 1 >= TRANSIENT_LIMIT
+        if not permanent:
+            return "recorded: temporary bounce"
+        words = f"{c.status or ''} {c.reason}".strip()
+        stopped = 0
+        for recipient in recipients:
+            await pq.add_suppression(s, recipient, SuppressionReason.BOUNCED.value, words, now)
+            live = await iq.live_enrollments_by_email(s, recipient)
+            for enrollment in live:
+                await add_events(
+                    s,
+                    [
+                        NewEvent(
+                            enrollment.prospect_id,
+                            EventKind.BOUNCED,
+                            now,
+                            enrollment.id,
+                            data={"reason": words},
+                        )
+                    ],
+                )
+            await self.engine._stop_all(s, live, StopReason.BOUNCED, now)
+            stopped += len(live)
+        return f"suppressed {', '.join(recipients)}; stopped {stopped} enrollment(s)"
