@@ -47,6 +47,9 @@ _RESPONSE_CODE = re.compile(rb"\[(?P<code>[A-Z-]+)(?: (?P<value>[^\]]*))?\]")
 _LITERAL = re.compile(rb"\{(\d+)\+?\}$")
 # The result of a command whose connection dropped before its reply (IMAP's are OK/NO/BAD).
 _LOST = "LOST"
+# One FETCH response: "<seq> FETCH (" starts it (aioimaplib strips the "* ").
+_FETCH_START = re.compile(rb"\d+ FETCH \(")
+_FETCH_UID = re.compile(rb"\bUID (\d+)")
 
 
 @dataclass(frozen=True)
@@ -286,6 +289,76 @@ class ImapSession:
                     return True
         return False
 
+    @property
+    def has_idle(self) -> bool:
+        """Whether the server offers IDLE (RFC 2177): new mail is announced, not polled for."""
+        return "IDLE" in self.capabilities
+
+    async def uid_fetch_since(
+        self, last_uid: int, limit: int, *, max_bytes: int | None = None
+    ) -> list[tuple[int, bytes]]:
+        """Up to ``limit`` messages of the open folder with a UID above ``last_uid``, oldest
+        first, as (UID, raw bytes); at most ``max_bytes`` of each when given. PEEK: nothing is
+        marked seen.
+
+        The UIDs are searched first and only those are fetched: ``N:*`` always includes the
+        folder's last message, even when N is past it (RFC 3501 6.4.8), and that message
+        must neither come back as new nor be downloaded again on every call. New mail that
+        the server announces from now on makes the next ``idle`` return at once."""
+        if last_uid < 0 or limit < 1:
+            raise ValueError(f"need last_uid >= 0 and limit >= 1, not {last_uid} and {limit}")
+        self._protocol.mail_signalled = False
+        found = await self.uid_search("UID", f"{last_uid + 1}:*")
+        uids = [uid for uid in found if uid > last_uid][:limit]
+        if not uids:
+            return []
+        part = "BODY.PEEK[]" if max_bytes is None else f"BODY.PEEK[]<0.{max_bytes}>"
+        result, lines = await self._run(
+            "read new messages from",
+            self._protocol.fetch(_uid_set(uids), f"(UID {part})", by_uid=True),
+        )
+        self._check(result, lines, "read new messages from")
+        bodies = _fetched_bodies(lines[:-1])
+        # A message expunged meanwhile is simply not there any more.
+        return [(uid, bodies[uid]) for uid in uids if uid in bodies]
+
+    async def idle(self, timeout: float, *, wake: asyncio.Event | None = None) -> bool:
+        """Wait in IDLE until the server announces new mail (EXISTS or RECENT), ``timeout``
+        seconds pass, or ``wake`` is set; True when new mail was announced. Returns at once
+        when mail was announced since the last ``uid_fetch_since`` began.
+
+        IDLE always ends with DONE and the server's reply before this returns, so the session
+        can go on; a server that says BYE, drops the connection or does not answer in time
+        is a MailboxUnavailable (open a new session). Keep ``timeout`` under 29 minutes:
+        servers may end an IDLE that lasts longer (RFC 2177)."""
+        protocol = self._protocol
+        if not self.has_idle:
+            raise self._unavailable(f"{self._where} does not offer IDLE; poll instead")
+        if protocol.mail_signalled:
+            return True
+        if wake is not None and wake.is_set():
+            return False
+        if protocol.lost:
+            raise self._lost("wait for mail on")
+        while not protocol.idle_queue.empty():
+            protocol.idle_queue.get_nowait()  # pushes left over from an earlier IDLE
+        # aioimaplib's idle_start() and wait_server_push() have no timeout of their own and
+        # can hang on a BYE; this drives the IDLE command directly and bounds every wait.
+        command = asyncio.ensure_future(protocol.idle())
+        try:
+            await self._idle_started(command)
+            signalled = await self._idle_wait(command, timeout, wake)
+            await self._idle_done(command)
+        except BaseException:
+            # Cancelled or failed half-way: DONE and its reply cannot be waited for any more,
+            # so the connection goes (the session is closed; open a new one).
+            protocol.abort()
+            command.cancel()
+            if command.done() and not command.cancelled():
+                command.exception()  # seen here, so asyncio does not report it as lost
+            raise
+        return signalled or protocol.mail_signalled
+
     async def list_folders(self) -> list[str]:
         """Every folder that can be opened, by its decoded name, in the server's order."""
         result, lines = await self._run(
@@ -326,6 +399,92 @@ class ImapSession:
         protocol.abort()
 
     # -- internals -----------------------------------------------------------------------
+
+    async def _idle_started(self, command: asyncio.Future[Any]) -> None:
+        """Wait for the server's go-ahead (``+ idling``) to the IDLE command."""
+        protocol = self._protocol
+        started = asyncio.ensure_future(protocol.wait_for_idle_response())
+        try:
+            await asyncio.wait(
+                {command, started},
+                timeout=self.settings.timeout,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            started.cancel()
+        if command.done():
+            # IDLE ended before it began: refused (NO/BAD), or the connection dropped.
+            failure = command.exception()
+            if failure is not None:
+                reason = self._said(_reason(failure)) or "the connection was lost"
+                raise self._unavailable(f"cannot wait for mail on {self._where}: {reason}")
+            response = command.result()
+            if response.result == _LOST or protocol.lost:
+                raise self._lost("wait for mail on")
+            raise self._unavailable(
+                f"{self._where} refused IDLE: {response.result} "
+                f"{self._said(response.lines[-1] if response.lines else b'')}".rstrip()
+            )
+        if not started.done() or started.cancelled():
+            raise self._unavailable(
+                f"cannot wait for mail on {self._where}: no reply to IDLE within "
+                f"{self.settings.timeout:g} s"
+            )
+
+    async def _idle_wait(
+        self, command: asyncio.Future[Any], timeout: float, wake: asyncio.Event | None
+    ) -> bool:
+        """Idle until new mail, the timeout or ``wake``; the server's pushes arrive through
+        aioimaplib's idle queue (``* OK Still here`` and the like are not news)."""
+        protocol = self._protocol
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(0.0, timeout)
+        while not protocol.mail_signalled:
+            remaining = deadline - loop.time()
+            if remaining <= 0 or (wake is not None and wake.is_set()):
+                return False
+            push = asyncio.ensure_future(protocol.idle_queue.get())
+            waits: set[asyncio.Future[Any]] = {push, command}
+            woken = asyncio.ensure_future(wake.wait()) if wake is not None else None
+            if woken is not None:
+                waits.add(woken)
+            try:
+                await asyncio.wait(waits, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                if not push.done():
+                    push.cancel()
+                if woken is not None and not woken.done():
+                    woken.cancel()
+            if command.done():
+                # The server ended IDLE by itself: only when it is going away (BYE).
+                raise self._lost("wait for mail on")
+        return True
+
+    async def _idle_done(self, command: asyncio.Future[Any]) -> None:
+        """Say DONE and wait for IDLE's tagged reply, so the next command can go out."""
+        protocol = self._protocol
+        if protocol.lost:
+            raise self._lost("wait for mail on")
+        protocol.idle_done()
+        done, _ = await asyncio.wait({command}, timeout=self.settings.timeout)
+        if not done:
+            raise self._unavailable(
+                f"cannot end IDLE on {self._where}: no reply to DONE within "
+                f"{self.settings.timeout:g} s"
+            )
+        response = command.result()
+        if response.result == _LOST:
+            raise self._lost("end IDLE on")
+        # Whatever came with the reply has been seen; the queue starts empty next time.
+        while not protocol.idle_queue.empty():
+            protocol.idle_queue.get_nowait()
+
+    def _lost(self, what: str) -> MailboxUnavailable:
+        bye = self._protocol.bye
+        return self._unavailable(
+            f"cannot {what} {self._where}: the connection was lost"
+            + (f" ({self._said(bye)})" if bye else "")
+        )
 
     async def _run(self, what: str, command: Awaitable[Any]) -> tuple[str, list[bytes]]:
         """Await one aioimaplib command within the timeout: (result, lines), the last line
@@ -399,6 +558,10 @@ class _Protocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]
         self.lost = False
         self.bye: bytes = b""
         self.auth_challenge: bytes = b""
+        # Set when the server announces new mail (EXISTS or RECENT), in whatever reply; the
+        # watcher clears it before it looks for new messages. aioimaplib drops such lines
+        # when they come with another command's reply.
+        self.mail_signalled = False
 
     async def welcome(self, command: bytes) -> None:
         try:
@@ -416,6 +579,13 @@ class _Protocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]
             if line.startswith(b"* BYE"):
                 self.bye = line[2:]  # why the server is about to hang up
         super().data_received(d)
+
+    def _untagged_response(self, line: bytes) -> Any:
+        # Parsed lines only: a message's bytes (literal data) never get here.
+        words = line.split(None, 3)
+        if len(words) >= 3 and words[1].isdigit() and words[2].upper() in (b"EXISTS", b"RECENT"):
+            self.mail_signalled = True
+        return super()._untagged_response(line)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
@@ -616,6 +786,50 @@ def _folder_state(folder: str, lines: list[bytes]) -> FolderState:
     return FolderState(
         folder, numbers.get("UIDVALIDITY"), numbers.get("UIDNEXT"), numbers.get("EXISTS")
     )
+
+
+def _uid_set(uids: list[int]) -> str:
+    """A UID set with runs as ranges: [1, 2, 3, 7] -> ``1:3,7``."""
+    parts: list[str] = []
+    ordered = sorted(set(uids))
+    start = previous = ordered[0]
+    for uid in [*ordered[1:], None]:
+        if uid is not None and uid == previous + 1:
+            previous = uid
+            continue
+        parts.append(str(start) if start == previous else f"{start}:{previous}")
+        if uid is not None:
+            start = previous = uid
+    return ",".join(parts)
+
+
+def _fetched_bodies(lines: list[bytes]) -> dict[int, bytes]:
+    """The body of each message in FETCH replies, by UID. A reply is a ``n FETCH (...`` line,
+    the body as a literal (a bytearray) and the rest of the line; the UID may come before or
+    after the body. Replies without a body (a flag change the server reports) are left out."""
+    found: dict[int, bytes] = {}
+    text: bytes | None = None
+    body: bytes | None = None
+
+    def finish() -> None:
+        if text is not None and body is not None:
+            match = _FETCH_UID.search(text)
+            if match is not None:
+                found[int(match.group(1))] = body
+
+    for line in lines:
+        if isinstance(line, bytearray):
+            if text is not None and body is None:
+                body = bytes(line)
+            continue
+        raw = bytes(line)
+        if _FETCH_START.match(raw):
+            finish()
+            text, body = raw, None
+        elif text is not None:
+            text += b" " + raw
+    finish()
+    return found
 
 
 def _parse_list(lines: list[bytes]) -> list[str]:

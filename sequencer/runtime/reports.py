@@ -82,7 +82,7 @@ async def status(engine: Engine) -> Status:
                     "healthy": row.healthy if row else True,
                     "paused_until": paused.isoformat() if paused else None,
                     "note": row.status_note if row else None,
-                    "sent_24h": len(await mq.mailbox_sends(s, address, now)),
+                    "sent_24h": await mq.mailbox_send_count(s, address, now),
                     "daily_cap": box.limits.daily_cap if box else None,
                 }
             )

@@ -237,13 +237,17 @@ class Sender:
             prospect_contacts=[t for t in contacts if abs((t - touch.due_at).total_seconds()) > 1],
             limits=sequence.limits,
             mailbox_paused_until=paused_until,
-            mailbox_sends=await mq.mailbox_sends(s, box.address, now),
+            mailbox_sends=await mq.mailbox_sends(s, box.address, now, box.limits.daily_cap),
             daily_cap=box.limits.daily_cap,
             last_sent_at=last_sent_at,
             min_spacing=box.limits.min_spacing.fixed_duration()
             or box.limits.min_spacing.approximate(),
             company_sends=(
-                await mq.company_sends(s, prospect.domain, now) if prospect.domain else []
+                await mq.company_sends(
+                    s, prospect.domain, now, policy.company_daily_limit if policy else None
+                )
+                if prospect.domain
+                else []
             ),
             company_limit=policy.company_daily_limit if policy else None,
         )
@@ -431,7 +435,7 @@ class Sender:
 
     async def _check_bounce_rate(self, s: AsyncSession, address: str, now: datetime) -> None:
         threshold = self.policy.bounce_pause_threshold if self.policy else 0.05
-        sent = len(await mq.mailbox_sends(s, address, now))
+        sent = await mq.mailbox_send_count(s, address, now)
         bounced = await mq.bounces_since(s, address, now - timedelta(hours=24))
         if sent >= BOUNCE_MIN_SAMPLE and bounced / sent > threshold:
             await mq.mailbox_state(s, address, now)

@@ -35,6 +35,33 @@ async def cursor(session: AsyncSession, mailbox: str, folder: str) -> tuple[int,
     return (int(row[0]), int(row[1])) if row else None
 
 
+async def cursor_moved_at(session: AsyncSession, mailbox: str, folder: str) -> datetime | None:
+    """When the folder's cursor last moved (its last message processed), or None."""
+    result = await session.execute(
+        select(MailboxCursor.updated_at).where(
+            MailboxCursor.mailbox == mailbox, MailboxCursor.folder == folder
+        )
+    )
+    return result.scalar_one_or_none()
+
+
+async def seen_message_ids(session: AsyncSession, mailbox: str, ids: Iterable[str]) -> set[str]:
+    """Those of ``ids`` (Message-IDs) that this mailbox has already recorded, in any folder
+    and under any UIDVALIDITY."""
+    wanted = sorted({i for i in ids if i})
+    found: set[str] = set()
+    # In chunks: a folder re-scanned after a UIDVALIDITY change can hold thousands.
+    for start in range(0, len(wanted), 500):
+        result = await session.execute(
+            select(InboundMessage.message_id).where(
+                InboundMessage.mailbox == mailbox,
+                InboundMessage.message_id.in_(wanted[start : start + 500]),
+            )
+        )
+        found.update(value for value in result.scalars() if value)
+    return found
+
+
 async def set_cursor(
     session: AsyncSession, mailbox: str, folder: str, uidvalidity: int, uid: int, now: datetime
 ) -> None:

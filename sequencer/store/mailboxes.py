@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -50,38 +51,59 @@ async def mark_healthy(session: AsyncSession, address: str, now: datetime) -> No
     )
 
 
-async def mailbox_sends(session: AsyncSession, address: str, now: datetime) -> list[datetime]:
-    """When this mailbox sent (or started sending) in the last 24 hours."""
+def _recent_email_sends(*conditions: Any) -> Any:
     moment = func.coalesce(Touch.completed_at, Touch.updated_at)
-    result = await session.execute(
+    return moment, [
+        Touch.channel == "email",
+        Touch.state.in_(
+            [TouchState.SENT.value, TouchState.SENDING.value, TouchState.UNKNOWN.value]
+        ),
+        *conditions,
+    ]
+
+
+async def mailbox_sends(
+    session: AsyncSession, address: str, now: datetime, limit: int | None = None
+) -> list[datetime]:
+    """When this mailbox sent (or started sending) in the last 24 hours, newest first; with
+    ``limit``, only that many (all a rolling cap needs to know)."""
+    moment, where = _recent_email_sends(Enrollment.mailbox == address)
+    statement = (
         select(moment)
         .join(Enrollment, Enrollment.id == Touch.enrollment_id)
-        .where(
-            Enrollment.mailbox == address,
-            Touch.channel == "email",
-            Touch.state.in_(
-                [TouchState.SENT.value, TouchState.SENDING.value, TouchState.UNKNOWN.value]
-            ),
-            moment > now - DAY,
-        )
+        .where(*where, moment > now - DAY)
+        .order_by(moment.desc())
     )
-    return [row for row in result.scalars() if row is not None]
+    if limit is not None:
+        statement = statement.limit(limit)
+    return [row for row in (await session.execute(statement)).scalars() if row is not None]
 
 
-async def company_sends(session: AsyncSession, domain: str, now: datetime) -> list[datetime]:
-    """When anyone at this company was emailed in the last 24 hours."""
-    moment = func.coalesce(Touch.completed_at, Touch.updated_at)
+async def mailbox_send_count(session: AsyncSession, address: str, now: datetime) -> int:
+    moment, where = _recent_email_sends(Enrollment.mailbox == address)
     result = await session.execute(
+        select(func.count())
+        .select_from(Touch)
+        .join(Enrollment, Enrollment.id == Touch.enrollment_id)
+        .where(*where, moment > now - DAY)
+    )
+    return int(result.scalar_one())
+
+
+async def company_sends(
+    session: AsyncSession, domain: str, now: datetime, limit: int | None = None
+) -> list[datetime]:
+    """When anyone at this company was emailed in the last 24 hours, newest first."""
+    moment, where = _recent_email_sends(Prospect.domain == domain)
+    statement = (
         select(moment)
         .join(Prospect, Prospect.id == Touch.prospect_id)
-        .where(
-            Prospect.domain == domain,
-            Touch.channel == "email",
-            Touch.state.in_([TouchState.SENT.value, TouchState.SENDING.value]),
-            moment > now - DAY,
-        )
+        .where(*where, moment > now - DAY)
+        .order_by(moment.desc())
     )
-    return [row for row in result.scalars() if row is not None]
+    if limit is not None:
+        statement = statement.limit(limit)
+    return [row for row in (await session.execute(statement)).scalars() if row is not None]
 
 
 async def bounces_since(session: AsyncSession, address: str, since: datetime) -> int:
