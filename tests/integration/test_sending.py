@@ -26,6 +26,7 @@ from servers.smtp import FaultySMTPServer, RecordingSMTPServer
 
 from sequencer.catalog import Project
 from sequencer.core.mailbox_config import Security
+from sequencer.core.prospects import ProspectRow
 from sequencer.core.states import TouchState
 from sequencer.core.unsubscribe import read_token
 from sequencer.runtime.dispatcher import Dispatcher
@@ -435,3 +436,23 @@ async def test_save_to_sent_keeps_a_copy_in_the_sent_folder(
         password=password,
     )
     assert await find_message_id(settings, "Sent", received.parsed["Message-ID"], name=user)
+
+
+async def test_the_company_daily_limit_spreads_colleagues_over_days(
+    database_url: str, tmp_path: Path, smtp: RecordingSMTPServer
+) -> None:
+    async with sending(database_url, tmp_path, smtp.port, min_spacing="0 minutes") as (
+        engine,
+        sender,
+    ):
+        colleagues = [f"p{i}@globex.example" for i in range(5)]
+        rows = [
+            ProspectRow(i + 2, email, {"domain": "globex.example"})
+            for i, email in enumerate(colleagues)
+        ]
+        await enroll_rows(engine, "three", rows)
+        outcomes = await send_due(engine, sender)
+        # The default limit is 3 emails per company in 24 hours; the others wait a day.
+        assert outcomes.count(Outcome.SENT) == 3 and outcomes.count(Outcome.LATER) == 2
+        move_to(engine, engine.now() + timedelta(days=1, hours=1))
+        assert (await send_due(engine, sender)).count(Outcome.SENT) == 2
