@@ -302,8 +302,9 @@ class InboxProcessor:
             recipients = sorted({p.email for p in prospects.values()})
         permanent = bool(c.permanent)
         if not permanent and recipients:
+            # This bounce is already recorded, so it is part of the count.
             seen = await iq.transient_bounces(s, recipients[0], now - TRANSIENT_WINDOW)
-            permanent = seen + 1 >= TRANSIENT_LIMIT
+            permanent = seen >= TRANSIENT_LIMIT
         if not permanent:
             return "recorded: temporary bounce"
         words = f"{c.status or ''} {c.reason}".strip()

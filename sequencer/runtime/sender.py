@@ -234,7 +234,10 @@ class Sender:
             window=sequence.schedule.window,
             holidays=holiday_calendar(sequence.schedule.holidays),
             anytime=step.anytime,
-            prospect_contacts=[t for t in contacts if abs((t - touch.due_at).total_seconds()) > 1],
+            # Touches that already happened; ones planned for later are checked when due.
+            prospect_contacts=[
+                t for t in contacts if t <= now and abs((t - touch.due_at).total_seconds()) > 1
+            ],
             limits=sequence.limits,
             mailbox_paused_until=paused_until,
             mailbox_sends=await mq.mailbox_sends(s, box.address, now, box.limits.daily_cap),
