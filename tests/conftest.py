@@ -14,6 +14,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 from servers.dovecot import DovecotServer
 from servers.postgres import PostgresServer, TemplateFactory
+from servers.smtp import RecordingSMTPServer
 
 settings.register_profile("dev", max_examples=100, deadline=None)
 settings.register_profile(
@@ -204,3 +205,13 @@ def imap_user(dovecot_server: DovecotServer) -> tuple[str, str]:
     password = secrets.token_urlsafe(16)
     dovecot_server.add_user(user, password)
     return user, password
+
+
+# -- an SMTP server that records what it receives --------------------------------------------
+
+
+@pytest.fixture
+def smtp() -> Iterator[RecordingSMTPServer]:
+    """A recording SMTP server (aiosmtpd) on 127.0.0.1 at a free port, for one test."""
+    with RecordingSMTPServer() as server:
+        yield server

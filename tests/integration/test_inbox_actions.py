@@ -18,7 +18,7 @@ from helpers import (
     touches,
 )
 from servers.smtp import RecordingSMTPServer
-from test_sending import SECRET, send_due, sending, smtp  # noqa: F401  (fixture)
+from test_sending import SECRET, send_due, sending
 
 from sequencer.core.prospects import ProspectRow
 from sequencer.runtime.engine import Engine

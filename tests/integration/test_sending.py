@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
@@ -56,12 +56,6 @@ steps:
     email: cold-new-angle
     thread: new
 """
-
-
-@pytest.fixture
-def smtp() -> Iterator[RecordingSMTPServer]:
-    with RecordingSMTPServer() as server:
-        yield server
 
 
 def project_with_smtp(root: Path, port: int, **mailbox: object) -> Project:
