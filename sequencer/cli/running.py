@@ -17,8 +17,10 @@ from sequencer.catalog import Project
 from sequencer.cli.common import cli, fail, load_project_catalog, open_engine, plural
 from sequencer.core.errors import ConfigError, MailboxUnavailable
 from sequencer.runtime.dispatcher import LocalRunner, Stats
+from sequencer.runtime.inbox import InboxProcessor
 from sequencer.runtime.mailboxes import Mailboxes
 from sequencer.runtime.sender import Sender
+from sequencer.runtime.watcher import start_watchers
 from sequencer.settings import Settings
 
 SECRET_FILE = ".sequencer-secret"
@@ -88,9 +90,15 @@ def run(verbose: bool) -> None:
                 "Ctrl-C to stop.",
                 err=True,
             )
+            # One IMAP watcher per mailbox with an `imap:` block: replies stop sequences.
+            watchers = start_watchers(engine, InboxProcessor(engine, secret=secret), stop)
+            if watchers:
+                click.echo(f"Watching {plural(len(watchers), 'inbox')}.", err=True)
             try:
                 return await runner.run(stop)
             finally:
+                stop.set()
+                await asyncio.gather(*watchers, return_exceptions=True)
                 await mailboxes.close()
 
     stats = asyncio.run(main())

@@ -17,8 +17,10 @@ from sequencer.catalog import Project, load_catalog
 from sequencer.runtime.clock import Clock, ManualClock, SystemClock
 from sequencer.runtime.dispatcher import Dispatcher
 from sequencer.runtime.engine import Engine
+from sequencer.runtime.inbox import InboxProcessor
 from sequencer.runtime.mailboxes import Mailboxes
 from sequencer.runtime.sender import Sender
+from sequencer.runtime.watcher import start_watchers
 from sequencer.settings import Settings
 from sequencer.store.database import open_database
 
@@ -64,13 +66,14 @@ async def startup(ctx: dict[str, Any]) -> None:
     )
     stop: asyncio.Event = ctx["stop"]
     ctx["dispatcher_task"] = asyncio.create_task(dispatcher.run(stop))
+    # Every worker offers to watch every inbox; a lease per mailbox lets exactly one do it.
+    ctx["watchers"] = start_watchers(engine, InboxProcessor(engine, secret=settings.secret), stop)
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
     ctx["stop"].set()
-    task = ctx.get("dispatcher_task")
-    if task is not None:
-        await asyncio.gather(task, return_exceptions=True)
+    tasks = [ctx.get("dispatcher_task"), *ctx.get("watchers", [])]
+    await asyncio.gather(*(t for t in tasks if t is not None), return_exceptions=True)
     if "mailboxes" in ctx:
         await ctx["mailboxes"].close()
     if "engine" in ctx:
