@@ -15,6 +15,7 @@ from sequencer.cli import (  # noqa: F401  (importing registers the commands)
     operations,
     running,
     tasks,
+    watching,
 )
 from sequencer.cli.common import cli
 from sequencer.core.errors import SequencerError

@@ -3,9 +3,10 @@ polling, a catch-up by UID after every (re)connect, and each new message process
 
 How a folder is followed:
 
-- The stored cursor (UIDVALIDITY, last UID processed) says where to go on. It moves only in
-  the transaction that acts on a message (``InboxProcessor.process``), so a message is never
-  lost to a crash nor acted on twice.
+- The stored cursor (UIDVALIDITY, last UID processed) says where to go on. It moves only
+  with a result: in the transaction that acts on a message (``InboxProcessor.process``), or
+  when a message is deliberately passed over (see below). So a crash never loses a message,
+  and a message is never acted on twice.
 - First watch of a folder (no cursor): start after the newest message, so years of old mail
   are not acted on; ``catch_up_all=True`` processes the whole folder instead.
 - UIDVALIDITY changed (the folder was recreated or migrated; every UID means something new):
@@ -13,7 +14,7 @@ How a folder is followed:
   cursor last moved. Messages whose Message-ID this mailbox already recorded are skipped,
   always, not only then: a message seen under its old UID, or in another watched folder, is
   never acted on twice, even when the re-check was cut short by a crash.
-- A message whose processing fails is tried again (after 1 s, then 2 s); after
+- A message whose processing fails is tried again (after ``backoff``, then twice that); after
   ``MAX_ATTEMPTS`` failures it is recorded as not processed (with the error), logged as an
   error and passed over, so one poisonous message cannot block the mailbox forever. Failures
   of the database or the connection are not the message's fault and never count: the watcher
@@ -27,12 +28,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from collections import deque
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from email.parser import BytesHeaderParser
 from email.policy import compat32
+from typing import Any
 
 from sqlalchemy import exc as sa_exc
 
@@ -83,7 +86,8 @@ class WatcherStats:
     skipped: int = 0  # already recorded under another UID or folder (same Message-ID)
     given_up: int = 0  # failed MAX_ATTEMPTS times and passed over
     connections: int = 0
-    handled: list[Handled] = field(default_factory=list)
+    #: The last messages processed, newest last (a long-running watcher keeps no more).
+    handled: deque[Handled] = field(default_factory=lambda: deque(maxlen=100))
 
 
 class _TryAgain(Exception):
@@ -246,7 +250,7 @@ class MailboxWatcher:
                     while not halt.is_set():
                         self.folder_states[folder] = "catching up"
                         try:
-                            await self._catch_up(imap, folder, uidvalidity)
+                            await self._catch_up(imap, folder, uidvalidity, halt)
                         except _TryAgain as again:
                             await _wait(halt, self.backoff * 2 ** (again.attempts - 1))
                             continue
@@ -255,8 +259,11 @@ class MailboxWatcher:
                 self.folder_states[folder] = "stopped"
                 return
             except (MailboxUnavailable, ConfigError, DatabaseError) as exc:
-                # These messages name the mailbox and server and never hold a secret.
-                log.warning("%s: %s; trying again in %g s", self.address, exc, delay)
+                # These say what failed and where, and never hold a secret.
+                text = str(exc)
+                if not text.startswith(self.address):
+                    text = f"{self.address}: {text}"
+                log.warning("%s (folder %s); trying again in %g s", text, folder, delay)
             except Exception as exc:
                 if not _not_the_message(exc):
                     log.exception("%s: watching %s failed", self.address, folder)
@@ -329,8 +336,14 @@ class MailboxWatcher:
             )
         return state.uidvalidity
 
-    async def _catch_up(self, imap: ImapSession, folder: str, uidvalidity: int) -> list[Handled]:
-        """Process every message after the stored cursor, oldest first."""
+    async def _catch_up(
+        self,
+        imap: ImapSession,
+        folder: str,
+        uidvalidity: int,
+        halt: asyncio.Event | None = None,
+    ) -> list[Handled]:
+        """Process every message after the stored cursor, oldest first (until ``halt``)."""
         async with self.engine.db.transaction() as s:
             stored = await iq.cursor(s, self.address, folder)
         if stored is None or stored[0] != uidvalidity:
@@ -350,6 +363,8 @@ class MailboxWatcher:
                     s, self.address, [i for i in ids.values() if i is not None]
                 )
             for uid, raw in batch:
+                if halt is not None and halt.is_set():
+                    return handled  # the rest waits for the next catch-up
                 message_id = ids[uid]
                 if message_id is not None and message_id in seen:
                     await self._pass_over(folder, uidvalidity, uid)
@@ -508,7 +523,7 @@ class MailboxWatcher:
 
 
 def start_watchers(
-    engine: Engine, processor: InboxProcessor, stop: asyncio.Event, **options: object
+    engine: Engine, processor: InboxProcessor, stop: asyncio.Event, **options: Any
 ) -> list[asyncio.Task[None]]:
     """A running watcher for every configured mailbox with an ``imap:`` block; each ends when
     ``stop`` is set. ``options`` go to every MailboxWatcher."""
@@ -517,7 +532,7 @@ def start_watchers(
     for box in config.mailboxes if config else ():
         if box.imap is None:
             continue
-        watcher = MailboxWatcher(engine, processor, box, **options)  # type: ignore[arg-type]
+        watcher = MailboxWatcher(engine, processor, box, **options)
         tasks.append(asyncio.create_task(watcher.run(stop), name=watcher.lease))
     return tasks
 

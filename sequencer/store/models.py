@@ -184,7 +184,11 @@ class InboundMessage(Base):
     """One message seen in a watched mailbox, with what the engine made of it."""
 
     __tablename__ = "inbound_messages"
-    __table_args__ = (UniqueConstraint("mailbox", "folder", "uidvalidity", "uid"),)
+    __table_args__ = (
+        UniqueConstraint("mailbox", "folder", "uidvalidity", "uid"),
+        # The watcher skips messages a mailbox already saw under another UID.
+        Index("ix_inbound_messages_mailbox_message_id", "mailbox", "message_id"),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     mailbox: Mapped[str] = mapped_column(String(254))
