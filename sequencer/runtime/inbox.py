@@ -111,6 +111,13 @@ class InboxProcessor:
         kind = c.kind
         if kind is InboundKind.REPLY and matched:
             handled.action = await self._replied(s, matched, c, now)
+        elif kind is InboundKind.REPLY and c.sender:
+            # Someone we never wrote to, answering from an account we are working: where the
+            # sequence says so, that is the account replying.
+            domain = c.sender.lower().rsplit("@", 1)[-1]
+            stopped = await self._company_reply(s, domain, None, now)
+            if stopped:
+                handled.action = f"stopped {stopped} enrollment(s): someone at {domain} replied"
         elif kind is InboundKind.OUT_OF_OFFICE and matched:
             handled.action = await self._out_of_office(s, matched, c, now)
         elif kind is InboundKind.UNSUBSCRIBE and c.sender:
@@ -190,7 +197,7 @@ class InboxProcessor:
         }
 
     async def _company_reply(
-        self, s: AsyncSession, domain: str, prospect_id: int, now: datetime
+        self, s: AsyncSession, domain: str, prospect_id: int | None, now: datetime
     ) -> int:
         """Stop colleagues' enrollments in sequences that say `company_reply: true` (never for
         a free-mail domain, where 'the same company' means nothing)."""

@@ -236,3 +236,31 @@ async def test_a_reply_matched_by_sender_address_alone(
         handled = await processor.process(MAILBOX, "INBOX", 1, 20, raw)
         assert handled.classification.kind.value == "reply"
         assert (await enrollment(engine, "dana@globex.example")).stop_reason == "replied"
+
+
+async def test_a_colleague_never_enrolled_replying_stops_the_account_when_enabled(
+    database_url: str, tmp_path: Path, smtp: RecordingSMTPServer
+) -> None:
+    (tmp_path / "sequences").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "sequences" / "account.yaml").write_text(COMPANY_SEQUENCE)
+    async with inbox(database_url, tmp_path, smtp) as (engine, _sender, processor):
+        await enroll_rows(engine, "account", people("dana@globex.example"))
+        await enroll_rows(engine, "three", people("lee@globex.example"))
+        raw = (
+            b"From: Sam Boss <sam@globex.example>\r\nTo: ana.reyes@northwind.example\r\n"
+            b"Subject: Your note to Dana\r\nMessage-ID: <c-1@globex.example>\r\n\r\n"
+            b"Dana forwarded your email. Let's talk next week.\r\n"
+        )
+        handled = await processor.process(MAILBOX, "INBOX", 1, 30, raw)
+        assert "someone at globex.example replied" in handled.action
+        dana = await enrollment(engine, "dana@globex.example")
+        assert (dana.state, dana.stop_reason) == ("stopped", "account_replied")
+        assert (await enrollment(engine, "lee@globex.example")).state == "active"
+        # A free-mail domain is never "the same company".
+        await enroll_rows(engine, "account", people("pat@gmail.com"))
+        free = (
+            b"From: someone@gmail.com\r\nTo: ana.reyes@northwind.example\r\n"
+            b"Subject: hi\r\nMessage-ID: <c-2@gmail.com>\r\n\r\nHello\r\n"
+        )
+        await processor.process(MAILBOX, "INBOX", 1, 31, free)
+        assert (await enrollment(engine, "pat@gmail.com")).state == "active"
