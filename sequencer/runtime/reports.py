@@ -175,6 +175,24 @@ def describe_event(kind: str, data: dict[str, Any], zone: ZoneInfo) -> str:
         until = data.get("until")
         when = f" until {_when(until, zone)}" if until else " until resumed"
         return f"paused{when} ({data.get('reason', 'manual')})"
+    if kind == EventKind.REPLIED:
+        template = f", {data['template']}" if data.get("template") else ""
+        earned = f" to {attempt} ({step}{template})" if attempt else ""
+        text = f': "{data["text"][:80]}"' if data.get("text") else ""
+        return f"replied{earned}{text}"
+    if kind == EventKind.OUT_OF_OFFICE:
+        back = f", back {data['return_date']}" if data.get("return_date") else ""
+        return f"out of office{back}"
+    if kind == EventKind.BOUNCED:
+        return f"bounced: {data.get('reason')}"
+    if kind == EventKind.UNSUBSCRIBED:
+        return f"asked to unsubscribe ({data.get('how', 'link')})"
+    if kind == EventKind.DEFERRED:
+        return f"delivery deferred ({step}): {data.get('reason')}"
+    if kind == EventKind.UNKNOWN:
+        return f"delivery unknown ({step}): {data.get('reason')}; policy {data.get('policy')}"
+    if kind == EventKind.FAILED:
+        return f"failed ({step}): {data.get('reason')}"
     if kind == EventKind.STOPPED:
         return f"stopped: {data.get('reason')}"
     if kind == EventKind.SEQUENCE_CHANGED:
