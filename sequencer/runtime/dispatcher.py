@@ -14,13 +14,12 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from sequencer.core.mailbox_config import UnknownOutcome
-from sequencer.core.states import EventKind, TouchState
+from sequencer.core.states import TouchState
 from sequencer.runtime.engine import Engine
-from sequencer.runtime.sender import Outcome, Sender
+from sequencer.runtime.sender import Outcome, Sender, settle_unknown
 from sequencer.store import enrollments as eq
 from sequencer.store import mailboxes as mq
 from sequencer.store import touches as tq
-from sequencer.store.events import NewEvent, add_events
 
 log = logging.getLogger("sequencer.dispatcher")
 
@@ -176,24 +175,7 @@ async def recover_sending(engine: Engine, touch_id: int) -> None:
         box = config.mailbox(enrollment.mailbox or enrollment.owner) if config else None
         policy = box.limits.unknown_outcome if box else UnknownOutcome.HOLD
         reason = "the sending process stopped during the SMTP conversation"
-        await tq.set_touch_state(
-            s, [touch.id], TouchState.UNKNOWN, now, error=reason, completed=True
-        )
-        await add_events(
-            s,
-            [
-                NewEvent(
-                    touch.prospect_id,
-                    EventKind.UNKNOWN,
-                    now,
-                    enrollment.id,
-                    touch.id,
-                    {"step": touch.step_id, "reason": reason, "policy": policy.value},
-                )
-            ],
-        )
-        if policy is UnknownOutcome.RESEND:
-            await tq.reschedule(s, touch.id, now, now)
+        await settle_unknown(s, touch, enrollment, policy, reason, now)
 
 
 async def _sleep(stop: asyncio.Event, seconds: float) -> None:

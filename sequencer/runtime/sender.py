@@ -493,25 +493,7 @@ class Sender:
         mailbox's policy decides."""
         box = self.mailboxes.box(prepared.mailbox)
         policy = box.limits.unknown_outcome if box else UnknownOutcome.HOLD
-        await tq.set_touch_state(
-            s, [touch.id], TouchState.UNKNOWN, now, error=words, completed=True
-        )
-        await add_events(
-            s,
-            [
-                NewEvent(
-                    touch.prospect_id,
-                    EventKind.UNKNOWN,
-                    now,
-                    enrollment.id,
-                    touch.id,
-                    {"step": touch.step_id, "reason": words, "policy": policy.value},
-                )
-            ],
-        )
-        if policy is UnknownOutcome.RESEND:
-            # Same Message-ID: if the first copy did arrive, mail clients show one message.
-            await tq.reschedule(s, touch.id, now, now)
+        await settle_unknown(s, touch, enrollment, policy, words, now)
         return policy
 
     async def recheck_unknown(self, grace: timedelta = SENT_FOLDER_GRACE) -> int:
@@ -608,3 +590,32 @@ def _step(sequence: Sequence, step_id: str) -> Step | None:
         if step.id == step_id:
             return step
     return None
+
+
+async def settle_unknown(
+    s: AsyncSession,
+    touch: Touch,
+    enrollment: Enrollment,
+    policy: UnknownOutcome,
+    reason: str,
+    now: datetime,
+) -> None:
+    """Record that an email may or may not have arrived, and apply the mailbox's policy:
+    `resend` plans it again (same Message-ID, so if both copies arrive, mail clients show one);
+    `hold` and `check_sent_folder` leave it for a human or the Sent-folder check."""
+    await tq.set_touch_state(s, [touch.id], TouchState.UNKNOWN, now, error=reason, completed=True)
+    await add_events(
+        s,
+        [
+            NewEvent(
+                touch.prospect_id,
+                EventKind.UNKNOWN,
+                now,
+                enrollment.id,
+                touch.id,
+                {"step": touch.step_id, "reason": reason, "policy": policy.value},
+            )
+        ],
+    )
+    if policy is UnknownOutcome.RESEND:
+        await tq.reschedule(s, touch.id, now, now)
