@@ -58,6 +58,7 @@ _WORDS: tuple[tuple[re.Pattern[str], str, bool | None], ...] = (
             r"does\s?n[o']t exist", "unknown user", "user unknown", r"no such (?:user|mailbox)",
             "address not found", r"could\s?n[o']t be found", "recipient not found",
             "recipnotfound", "invalid recipient", "unrouteable address", "mailbox unavailable",
+            "recipient name is not recognized", "unknown recipient",
             r"does\s?n[o']t have an? \S+ account", "account that you tried to reach",
         ),
         "mailbox does not exist",
@@ -82,7 +83,8 @@ _WORDS: tuple[tuple[re.Pattern[str], str, bool | None], ...] = (
         False,
     ),
     (
-        _any(r"timed?\s?out", "connection refused", "no answer", "unreachable"),
+        _any(r"timed?\s?out", "connection refused", "no answer", "unreachable", "not reachable",
+             "not responding"),
         "could not reach the recipient's server",
         False,
     ),
@@ -308,7 +310,8 @@ def _original_message_id(parts: Sequence[Message], all_text: str, own: str | Non
     for part in parts:
         ctype = part.get_content_type()
         headers: Message | None = None
-        if ctype in {"message/rfc822", "message/global"}:
+        # message/rfc822-headers is a common misspelling of text/rfc822-headers (RFC 6522).
+        if ctype in {"message/rfc822", "message/global", "message/rfc822-headers"}:
             inner = _payload(part, decode=False)
             if isinstance(inner, list) and inner and isinstance(inner[0], Message):
                 headers = inner[0]

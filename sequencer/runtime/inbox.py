@@ -130,7 +130,8 @@ class InboxProcessor:
 
     async def _match(self, s: AsyncSession, mailbox: str, c: Classification) -> list[Enrollment]:
         """Our Message-IDs in In-Reply-To/References first (a bounce: the one it reports);
-        then the sender's address among live enrollments sending from this mailbox."""
+        then the sender's address among live enrollments sending from this mailbox; then the
+        prospect's known aliases."""
         ids = list(c.in_reply_to)
         if c.original_message_id:
             ids.insert(0, c.original_message_id)
@@ -147,7 +148,13 @@ class InboxProcessor:
                 found += await iq.live_enrollments_by_email(s, recipient.lower())
             return found
         if c.sender:
-            return await iq.live_enrollments_by_email(s, c.sender.lower(), mailbox)
+            found = await iq.live_enrollments_by_email(s, c.sender.lower(), mailbox)
+            if found:
+                return found
+            # Known aliases: the prospect writing from another of their addresses.
+            prospect_id = await pq.prospect_by_alias(s, c.sender)
+            if prospect_id is not None:
+                return await eq.enrollments_of(s, prospect_id, live_only=True, lock=True)
         return []
 
     # --- actions ----------------------------------------------------------------------------

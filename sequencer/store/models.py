@@ -59,6 +59,17 @@ class Prospect(Base):
     updated_at: Mapped[datetime]
 
 
+class ProspectAlias(Base):
+    """Another address a prospect writes from, so their replies from it are recognised."""
+
+    __tablename__ = "prospect_aliases"
+    __table_args__ = (CheckConstraint("email = lower(email)", name="email_normalised"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    prospect_id: Mapped[int] = mapped_column(ForeignKey("prospects.id"), index=True)
+    email: Mapped[str] = mapped_column(String(254), unique=True)
+
+
 class SequenceRecord(Base):
     """A sequence the engine has seen, by name; archived ones send nothing more. Its current
     version is its newest ``SequenceVersion``."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -10,7 +11,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from sequencer.store.dialect import execute_many, insert_ignore
-from sequencer.store.models import Prospect, Suppression
+from sequencer.store.models import Prospect, ProspectAlias, Suppression
 
 #: Columns of their own; every other field goes into ``Prospect.fields``.
 COLUMNS = ("first_name", "last_name", "company", "title", "timezone", "domain")
@@ -72,7 +73,33 @@ async def upsert_prospects(
             await session.execute(
                 update(Prospect).where(Prospect.id == prospect.id).values(**changes)
             )
+    aliases = [
+        {"prospect_id": by_email[email].id, "email": alias}
+        for email, fields in merged.items()
+        for alias in alias_list(fields.get("aliases", ""))
+        if alias != email
+    ]
+    if aliases:
+        # The first prospect to claim an address keeps it; a clash is ignored, not an error.
+        await execute_many(session, insert_ignore(session, ProspectAlias), aliases)
     return {email: p.id for email, p in by_email.items()}
+
+
+def alias_list(value: str) -> list[str]:
+    """Addresses from an ``aliases`` field: separated by commas, semicolons or spaces."""
+    found = []
+    for part in re.split(r"[,;\s]+", value or ""):
+        address = part.strip().strip("<>").lower()
+        if address.count("@") == 1 and "." in address.rsplit("@", 1)[1]:
+            found.append(address)
+    return sorted(set(found))
+
+
+async def prospect_by_alias(session: AsyncSession, email: str) -> int | None:
+    result = await session.execute(
+        select(ProspectAlias.prospect_id).where(ProspectAlias.email == email.lower())
+    )
+    return result.scalar_one_or_none()
 
 
 async def find_prospect(session: AsyncSession, email: str) -> Prospect | None:

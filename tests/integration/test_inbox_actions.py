@@ -264,3 +264,21 @@ async def test_a_colleague_never_enrolled_replying_stops_the_account_when_enable
         )
         await processor.process(MAILBOX, "INBOX", 1, 31, free)
         assert (await enrollment(engine, "pat@gmail.com")).state == "active"
+
+
+async def test_a_reply_from_a_known_alias_stops_the_sequence(
+    database_url: str, tmp_path: Path, smtp: RecordingSMTPServer
+) -> None:
+    async with inbox(database_url, tmp_path, smtp) as (engine, _sender, processor):
+        dana = ProspectRow(
+            2, "dana@globex.example", {"aliases": "Dana.Kim@gmail.com; dk@old.example"}
+        )
+        await enroll_rows(engine, "three", [dana])
+        raw = (
+            "From: Dana Kim <dana.kim@gmail.com>\r\nTo: ana.reyes@northwind.example\r\n"
+            "Subject: from my phone\r\nMessage-ID: <a-1@gmail.com>\r\n\r\nCall me tomorrow.\r\n"
+        ).encode()
+        handled = await processor.process(MAILBOX, "INBOX", 1, 40, raw)
+        assert handled.enrollments
+        found = await enrollment(engine, "dana@globex.example")
+        assert (found.state, found.stop_reason) == ("stopped", "replied")
