@@ -275,9 +275,9 @@ async def test_a_reply_from_a_known_alias_stops_the_sequence(
         )
         await enroll_rows(engine, "three", [dana])
         raw = (
-            "From: Dana Kim <dana.kim@gmail.com>\r\nTo: ana.reyes@northwind.example\r\n"
-            "Subject: from my phone\r\nMessage-ID: <a-1@gmail.com>\r\n\r\nCall me tomorrow.\r\n"
-        ).encode()
+            b"From: Dana Kim <dana.kim@gmail.com>\r\nTo: ana.reyes@northwind.example\r\n"
+            b"Subject: from my phone\r\nMessage-ID: <a-1@gmail.com>\r\n\r\nCall me tomorrow.\r\n"
+        )
         handled = await processor.process(MAILBOX, "INBOX", 1, 40, raw)
         assert handled.enrollments
         found = await enrollment(engine, "dana@globex.example")
