@@ -28,6 +28,7 @@ from sequencer.core.config import MailboxConfig
 from sequencer.core.errors import ConfigError, MailboxUnavailable
 from sequencer.core.mailbox_config import Security
 from sequencer.mail.credentials import resolve_secret
+from sequencer.mail.servers import check_server
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,6 @@ log = logging.getLogger(__name__)
 LOGOUT_TIMEOUT = 5.0
 # A Message-ID is unique in practice; more matches than this are not worth reading.
 MAX_CONFIRMED_MATCHES = 20
-_NOT_IN_HOSTNAME = re.compile(r"[\s\x00-\x1f\x7f]")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _LINE_ENDINGS = re.compile(rb"\r\n|\n|\r")
 # RFC 3501 flag: a system flag (\Seen) or a keyword atom.
@@ -68,21 +68,8 @@ class ImapSettings:
 
     def __post_init__(self) -> None:
         where = f"IMAP server {self.host}:{self.port}"
-        try:
-            object.__setattr__(self, "security", Security(self.security))
-        except ValueError:
-            choices = ", ".join(repr(s.value) for s in Security)
-            raise ConfigError(
-                f"{where}: security {self.security!r} is not one of {choices}"
-            ) from None
-        if not self.host or _NOT_IN_HOSTNAME.search(self.host):
-            raise ConfigError(
-                f"IMAP host {self.host!r} is not a host name; set e.g. imap.gmail.com"
-            )
-        if not 0 < self.port < 65536:
-            raise ConfigError(f"{where}: the port must be between 1 and 65535")
-        if self.timeout <= 0:
-            raise ConfigError(f"{where}: the timeout must be more than 0 seconds")
+        security = check_server("IMAP", self.host, self.port, self.security, self.timeout)
+        object.__setattr__(self, "security", security)
         if not self.username or _CONTROL.search(self.username):
             raise ConfigError(f"{where}: set the username to log in as (usually the address)")
         if not (self.password or self.oauth2_token):

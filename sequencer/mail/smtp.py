@@ -18,6 +18,7 @@ from aiosmtplib.email import parse_address
 
 from sequencer.core.errors import ConfigError, MailboxUnavailable
 from sequencer.core.mailbox_config import Security
+from sequencer.mail.servers import NOT_IN_HOSTNAME, check_server
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,6 @@ _START_INPUT = 354
 _LINE_ENDINGS = re.compile(rb"\r\n|\n|\r")
 _LEADING_DOT = re.compile(rb"(?m)^\.")
 _ENHANCED_STATUS = re.compile(r"([245])\.\d{1,3}\.\d{1,3}(?=\s|$)")
-_NOT_IN_HOSTNAME = re.compile(r"[\s\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True)
@@ -51,21 +51,8 @@ class SmtpSettings:
 
     def __post_init__(self) -> None:
         where = f"SMTP server {self.host}:{self.port}"
-        try:
-            object.__setattr__(self, "security", Security(self.security))
-        except ValueError:
-            choices = ", ".join(repr(s.value) for s in Security)
-            raise ConfigError(
-                f"{where}: security {self.security!r} is not one of {choices}"
-            ) from None
-        if not self.host or _NOT_IN_HOSTNAME.search(self.host):
-            raise ConfigError(
-                f"SMTP host {self.host!r} is not a host name; set e.g. smtp.gmail.com"
-            )
-        if not 0 < self.port < 65536:
-            raise ConfigError(f"{where}: the port must be between 1 and 65535")
-        if self.timeout <= 0:
-            raise ConfigError(f"{where}: the timeout must be more than 0 seconds")
+        security = check_server("SMTP", self.host, self.port, self.security, self.timeout)
+        object.__setattr__(self, "security", security)
         if self.pool_size < 1:
             raise ConfigError(f"{where}: pool_size must be at least 1")
         has_secret = bool(self.password) or bool(self.oauth2_token)
@@ -80,7 +67,7 @@ class SmtpSettings:
                 "OAuth2 token; set one, or drop the username for a server that needs no login"
             )
         if self.local_hostname is not None and (
-            not self.local_hostname or _NOT_IN_HOSTNAME.search(self.local_hostname)
+            not self.local_hostname or NOT_IN_HOSTNAME.search(self.local_hostname)
         ):
             raise ConfigError(f"{where}: local_hostname {self.local_hostname!r} is not a host name")
 
