@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import TypeVar
 
 from sequencer.core.delays import Delay, DelayUnit
 from sequencer.core.yamlnodes import Node, YamlReader, describe
@@ -28,6 +29,7 @@ SENDING_KEYS = (
     "max_attempts",
     "retry_after",
 )
+_E = TypeVar("_E", bound=StrEnum)
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -92,6 +94,19 @@ DEFAULT_PORTS = {
 }
 
 
+def _choice(r: YamlReader, node: Node | None, where: str, default: _E, hint: str) -> _E:
+    """One of an enum's values, written in any case; an unknown word is reported with the
+    hint and the default is kept. Empty means the default."""
+    text = r.string(node, where)
+    if not text:
+        return default
+    try:
+        return type(default)(text.lower())
+    except ValueError:
+        r.error(r.at(node), f"{where}: unknown {text!r}", hint, code="bad-value")
+        return default
+
+
 def parse_server(
     r: YamlReader, node: Node | None, where: str, kind: str, address: str
 ) -> ServerConfig | None:
@@ -115,18 +130,13 @@ def parse_server(
             r.at(node), f"{where} has no host", f"e.g. host: {kind}.example.com", code="missing-key"
         )
         return None
-    security = Security.STARTTLS if kind == "smtp" else Security.TLS
-    text = r.string(m.get("security"), f"{where}.security")
-    if text:
-        try:
-            security = Security(text.lower())
-        except ValueError:
-            r.error(
-                r.at(m.get("security")),
-                f"{where}.security: unknown {text!r}",
-                "use tls (implicit TLS), starttls or none (local test servers only)",
-                code="bad-value",
-            )
+    security = _choice(
+        r,
+        m.get("security"),
+        f"{where}.security",
+        Security.STARTTLS if kind == "smtp" else Security.TLS,
+        "use tls (implicit TLS), starttls or none (local test servers only)",
+    )
     port = DEFAULT_PORTS[(kind, security)]
     port_node = m.get("port")
     if port_node is not None:
@@ -200,18 +210,13 @@ def parse_limits(r: YamlReader, m: Node, where: str) -> SendingLimits:
             spacing = Delay.parse(spacing_node.text())
         except ValueError as exc:
             r.error(r.at(spacing_node), f"{where}.min_spacing: {exc}", code="bad-delay")
-    outcome = limits.unknown_outcome
-    text = r.string(m.get("unknown_outcome"), f"{where}.unknown_outcome")
-    if text:
-        try:
-            outcome = UnknownOutcome(text.lower())
-        except ValueError:
-            r.error(
-                r.at(m.get("unknown_outcome")),
-                f"{where}.unknown_outcome: unknown {text!r}",
-                "use hold (default), check_sent_folder or resend",
-                code="bad-value",
-            )
+    outcome = _choice(
+        r,
+        m.get("unknown_outcome"),
+        f"{where}.unknown_outcome",
+        limits.unknown_outcome,
+        "use hold (default), check_sent_folder or resend",
+    )
     if outcome is UnknownOutcome.CHECK_SENT_FOLDER and m.get("imap") is None:
         r.error(
             r.at(m.get("unknown_outcome")),
