@@ -208,7 +208,7 @@ def load_catalog(
         if sequence is not None:
             catalog.sequences[sequence.name] = sequence
             catalog.sources[sequence.name] = text
-    used = _templates_used(catalog.sequences.values())
+    used = templates_used(catalog.sequences.values())
     if template_names is not None:
         wanted = set(template_names) | used
     elif every_sequence:
@@ -237,7 +237,8 @@ def templates_of(sequence: Sequence) -> set[str]:
     return names
 
 
-def _templates_used(sequences: Iterable[Sequence]) -> set[str]:
+def templates_used(sequences: Iterable[Sequence]) -> set[str]:
+    """Every template any of these sequences can send."""
     used: set[str] = set()
     for sequence in sequences:
         used |= templates_of(sequence)

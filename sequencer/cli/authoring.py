@@ -18,7 +18,7 @@ from sequencer.catalog import (
     Project,
     display,
     load_catalog,
-    templates_of,
+    templates_used,
 )
 from sequencer.cli.common import cli, fail, plural, print_json, print_problems
 from sequencer.core.calendar import timezone_problem
@@ -84,7 +84,7 @@ def validate(paths: tuple[str, ...], as_json: bool) -> None:
         project = Project.discover(anchor)
         catalog = load_catalog(project, sequence_files, template_names)
         checked_sequences = len(sequence_files)
-        checked_templates = len(template_names | _used(catalog))
+        checked_templates = len(template_names | templates_used(catalog.sequences.values()))
     else:
         project = Project.discover()
         if not project.sequences_dir.is_dir() and not project.templates_dir.is_dir():
@@ -122,13 +122,6 @@ def validate(paths: tuple[str, ...], as_json: bool) -> None:
         else:
             click.secho(f"OK: {checked}, no problems.", fg="green")
     sys.exit(1 if errors else 0)
-
-
-def _used(catalog: Catalog) -> set[str]:
-    used: set[str] = set()
-    for sequence in catalog.sequences.values():
-        used |= templates_of(sequence)
-    return used
 
 
 # --- preview -----------------------------------------------------------------------------------

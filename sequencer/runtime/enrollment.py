@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sequencer.catalog import templates_of
 from sequencer.core.errors import ConfigError, InvalidState, NotFound
 from sequencer.core.model import MailboxMode, Sequence
 from sequencer.core.prospects import (
@@ -75,12 +76,8 @@ class _DryRun(Exception):
 def required_fields(sequence: Sequence, engine: Engine) -> frozenset[str]:
     """Prospect fields some template of the sequence uses without a default."""
     templates = engine.catalog.templates
-    names = {s.template for s in sequence.steps if s.template}
-    for step in sequence.steps:
-        if step.rotate and step.rotate in sequence.pools:
-            names.update(sequence.pools[step.rotate].templates)
     needed: set[str] = set()
-    for name in names:
+    for name in templates_of(sequence):
         if name in templates:
             needed |= analyze(templates[name]).required_fields()
     return frozenset(needed)
