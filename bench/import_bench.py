@@ -15,16 +15,12 @@ from __future__ import annotations
 import argparse
 import csv
 import os
-import platform
-import subprocess
 import sys
 import tempfile
-import time
-from datetime import UTC, datetime
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "bench" / "RESULTS.md"
+from common import copy_project, heading, machine, record, run_measured
+
 ZONES = ["America/New_York", "America/Chicago", "Europe/Berlin", "Europe/London", "Asia/Tokyo", ""]
 
 
@@ -46,19 +42,6 @@ def write_csv(path: Path, rows: int) -> None:
                     "freight",
                 ]
             )
-
-
-def run_measured(args: list[str], env: dict[str, str], cwd: Path) -> tuple[float, int, str]:
-    """(seconds, peak RSS in MiB, stdout) of one child process."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(args, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    elapsed = time.perf_counter() - start
-    out = proc.stdout.read().decode() if proc.stdout else ""
-    err = proc.stderr.read().decode() if proc.stderr else ""
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"{' '.join(args)} failed:\n{err}")
-    return elapsed, usage.ru_maxrss // 1024, out
 
 
 def engine_import(work: Path, csv_path: Path, url: str) -> tuple[float, int]:
@@ -117,18 +100,6 @@ def baseline_import(work: Path, csv_path: Path) -> tuple[float, int]:
     return seconds, rss
 
 
-def machine() -> str:
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores, {cpu}, Python {platform.python_version()}"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -140,16 +111,13 @@ def main() -> None:
     small_rows = max(args.rows // 10, 1)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        for folder in ("sequences", "templates"):
-            subprocess.run(["cp", "-r", str(REPO / folder), str(work / folder)], check=True)
-        subprocess.run(["cp", str(REPO / "sequencer.yaml"), str(work)], check=True)
+        copy_project(work)
         big, small = work / "big.csv", work / "small.csv"
         write_csv(big, args.rows)
         write_csv(small, small_rows)
 
         server = None
         if args.backend == "postgresql":
-            sys.path.insert(0, str(REPO / "tests"))
             from servers.postgres import PostgresServer
 
             server = PostgresServer()
@@ -172,7 +140,7 @@ def main() -> None:
     engine_rate = args.rows / big_s
     base_rate = args.rows / base_s
     lines = [
-        f"### Import, {args.rows:,} rows, {args.backend} ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC)",
+        heading(f"Import, {args.rows:,} rows, {args.backend}"),
         "",
         f"Machine: {machine()}",
         "",
@@ -186,16 +154,7 @@ def main() -> None:
         f"Memory ratio {args.rows:,}/{small_rows:,} rows: {big_rss / small_rss:.2f}x (flat = 1.0).",
         "",
     ]
-    text = "\n".join(lines)
-    print(text)
-    if not args.no_record:
-        header = (
-            ""
-            if RESULTS.exists()
-            else "# Benchmark results\n\nEach entry: date, machine, figures and the ratio to a baseline measured in the same run.\n\n"
-        )
-        with RESULTS.open("a") as handle:
-            handle.write(header + text + "\n")
+    record("\n".join(lines), enabled=not args.no_record)
 
 
 if __name__ == "__main__":
