@@ -13,6 +13,25 @@ from sequencer.core.errors import ConfigError
 from sequencer.store.database import DEFAULT_URL
 
 PREFIX = "SEQUENCER_"
+#: Every environment variable the program reads, with what it is for (docs and deployment
+#: files are checked against this list).
+VARIABLES: Final[dict[str, str]] = {
+    "SEQUENCER_DATABASE_URL": "database URL (default sqlite+aiosqlite:///sequencer.db)",
+    "SEQUENCER_SECRET": "signs unsubscribe links and Message-IDs (16+ characters, keep stable)",
+    "SEQUENCER_SECRET_FILE": "a file holding SEQUENCER_SECRET",
+    "SEQUENCER_REDIS_URL": "Redis for `sequencer worker` (default redis://localhost:6379/0)",
+    "SEQUENCER_CONCURRENCY": "sends in flight at once per process (default 8)",
+    "SEQUENCER_STALE_AFTER": "seconds before a dead process's claimed touches are recovered",
+    "SEQUENCER_BATCH_SIZE": "rows per transaction when enrolling (default 500)",
+    "SEQUENCER_TASK_EXPIRY": "how long an undone rep task waits before the sequence moves on",
+    "SEQUENCER_NOW": "a fixed current time (ISO 8601 with offset), for tests and demos",
+    "SEQUENCER_CONFIG": "path of sequencer.yaml",
+    "SEQUENCER_SEQUENCES_DIR": "folder of sequence YAML files",
+    "SEQUENCER_TEMPLATES_DIR": "folder of email templates",
+    "SEQUENCER_API_TOKEN": "bearer token the HTTP API requires (`sequencer web`)",
+    "SEQUENCER_API_TOKEN_FILE": "a file holding SEQUENCER_API_TOKEN",
+    "SEQUENCER_DEBUG": "set to 1 to see tracebacks of internal errors",
+}
 _TWO_BUSINESS_DAYS: Final = Delay(2, DelayUnit.BUSINESS_DAYS)
 
 
