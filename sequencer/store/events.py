@@ -52,6 +52,23 @@ async def timeline(session: AsyncSession, prospect_id: int) -> list[Event]:
     return list(result.scalars())
 
 
+async def events_after(
+    session: AsyncSession, after_id: int, limit: int = 500
+) -> list[tuple[Event, str, str | None]]:
+    """Events newer than ``after_id``, oldest first, with the prospect's email and the
+    enrollment's sequence name: a feed to follow as it grows."""
+    result = await session.execute(
+        select(Event, Prospect.email, SequenceRecord.name)
+        .join(Prospect, Prospect.id == Event.prospect_id)
+        .outerjoin(Enrollment, Enrollment.id == Event.enrollment_id)
+        .outerjoin(SequenceRecord, SequenceRecord.id == Enrollment.sequence_id)
+        .where(Event.id > after_id)
+        .order_by(Event.id)
+        .limit(limit)
+    )
+    return [(event, email, name) for event, email, name in result.all()]
+
+
 async def enrollment_counts(session: AsyncSession) -> list[tuple[str, str, int]]:
     """(sequence, state, count) for every sequence that has enrollments."""
     result = await session.execute(
