@@ -30,6 +30,8 @@ NAMING = {
 
 _LIVE = "state IN ('active', 'paused')"
 _PENDING = "state IN ('scheduled', 'queued')"
+#: Transient or rare touch states the dispatcher's housekeeping looks for.
+_IN_FLIGHT = "state IN ('queued', 'sending', 'unknown')"
 
 
 class Base(DeclarativeBase):
@@ -143,6 +145,15 @@ class Touch(Base):
             sqlite_where=text(_PENDING),
             postgresql_where=text(_PENDING),
         ),
+        # Stale claims and sends to recover, unknown outcomes to re-check: a few rows among
+        # millions, so housekeeping never scans the table.
+        Index(
+            "ix_touches_in_flight",
+            "state",
+            "updated_at",
+            sqlite_where=text(_IN_FLIGHT),
+            postgresql_where=text(_IN_FLIGHT),
+        ),
         CheckConstraint(
             "state IN ('scheduled', 'queued', 'sending', 'sent', 'done', 'skipped', "
             "'cancelled', 'failed', 'unknown')",
@@ -173,6 +184,13 @@ class Task(Base):
     __tablename__ = "tasks"
     __table_args__ = (
         Index("ix_tasks_owner_state_due", "owner", "state", "due_at"),
+        # Expiry looks for overdue open tasks of every owner.
+        Index(
+            "ix_tasks_open_due",
+            "due_at",
+            sqlite_where=text("state = 'open'"),
+            postgresql_where=text("state = 'open'"),
+        ),
         CheckConstraint("state IN ('open', 'done', 'expired', 'cancelled')", name="state_known"),
     )
 

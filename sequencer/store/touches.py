@@ -316,15 +316,19 @@ async def unclaim(session: AsyncSession, touch_ids: Iterable[int], now: datetime
 
 
 async def next_due_at(session: AsyncSession) -> datetime | None:
-    """When the earliest scheduled email of an active enrollment is due."""
+    """When the earliest scheduled email of an active enrollment is due. Asked on every idle
+    poll: ORDER BY ... LIMIT 1 walks the due-time index from its start, where min() over the
+    join would read every pending touch."""
     result = await session.execute(
-        select(func.min(Touch.due_at))
+        select(Touch.due_at)
         .join(Enrollment, Enrollment.id == Touch.enrollment_id)
         .where(
             Touch.state == TouchState.SCHEDULED.value,
             Touch.channel == "email",
             Enrollment.state == EnrollmentState.ACTIVE.value,
         )
+        .order_by(Touch.due_at)
+        .limit(1)
     )
     value = result.scalar_one_or_none()
     return value if isinstance(value, datetime) else None
