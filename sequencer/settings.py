@@ -51,6 +51,8 @@ class Settings:
     concurrency: int = 8
     #: A touch claimed or `sending` this long by a process that went away is recovered.
     stale_after: float = 300.0
+    #: The bearer token the HTTP API requires; None switches the API off (`sequencer web`).
+    api_token: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -84,6 +86,9 @@ class Settings:
                 ) from exc
         if "secret" in values and len(values["secret"]) < 16:  # type: ignore[arg-type]
             raise ConfigError(f"{PREFIX}SECRET must be at least 16 characters long")
+        token = _api_token(env)
+        if token is not None:
+            values["api_token"] = token
         if env.get(PREFIX + "REDIS_URL"):
             values["redis_url"] = env[PREFIX + "REDIS_URL"]
         concurrency = env.get(PREFIX + "CONCURRENCY")
@@ -109,3 +114,30 @@ class Settings:
                 )
             values["now"] = moment
         return cls(**values)  # type: ignore[arg-type]
+
+
+#: Shortest API token accepted: a guessable token would open the API to anyone.
+MIN_API_TOKEN = 16
+
+
+def _api_token(env: Mapping[str, str]) -> str | None:
+    """SEQUENCER_API_TOKEN, else the contents of SEQUENCER_API_TOKEN_FILE, else None."""
+    token = env.get(PREFIX + "API_TOKEN")
+    path = env.get(PREFIX + "API_TOKEN_FILE")
+    if not token and path:
+        try:
+            with open(path, encoding="utf-8") as handle:
+                token = handle.read().strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+            raise ConfigError(f"{PREFIX}API_TOKEN_FILE: cannot read {path}: {reason}") from exc
+    if not token:
+        return None
+    token = token.strip()
+    # Never echo the token itself: error messages end up in logs.
+    if len(token) < MIN_API_TOKEN or not token.isprintable() or " " in token:
+        raise ConfigError(
+            f"{PREFIX}API_TOKEN must be at least {MIN_API_TOKEN} printable characters without "
+            "spaces; make one with: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+        )
+    return token

@@ -16,6 +16,7 @@ from sequencer.cli import (  # noqa: F401  (importing registers the commands)
     running,
     tasks,
     watching,
+    web,
 )
 from sequencer.cli.common import cli
 from sequencer.core.errors import SequencerError

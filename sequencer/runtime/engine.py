@@ -426,15 +426,28 @@ class Engine:
         *,
         reason: SuppressionReason = SuppressionReason.MANUAL,
         note: str | None = None,
+        how: str | None = None,
     ) -> Changed:
-        """Never mail this address (or ``@domain``) again; stops every live enrollment it covers."""
+        """Never mail this address (or ``@domain``) again; stops every live enrollment it covers.
+
+        ``how`` (e.g. "link") marks the prospect's own request: the first time, their timeline
+        says they asked to unsubscribe and how, so nobody mistakes it for a manual stop."""
         value = value.strip().lower()
         async with self.db.transaction() as s:
             now = self.now()
             new = await pq.add_suppression(s, value, reason.value, note, now)
             live: list[Enrollment] = []
+            asked: list[NewEvent] = []
             for prospect_id in await pq.prospects_matching(s, value):
-                live += await eq.enrollments_of(s, prospect_id, live_only=True, lock=True)
+                theirs = await eq.enrollments_of(s, prospect_id, live_only=True, lock=True)
+                live += theirs
+                targets: list[int | None] = [e.id for e in theirs] or [None]
+                asked += [
+                    NewEvent(prospect_id, EventKind.UNSUBSCRIBED, now, e, data={"how": how})
+                    for e in targets
+                ]
+            if how is not None and new:
+                await add_events(s, asked)
             stop_reason = (
                 StopReason.UNSUBSCRIBED
                 if reason is SuppressionReason.UNSUBSCRIBED

@@ -10,6 +10,7 @@ from datetime import datetime, time, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from sequencer.core.arrival import arrival_time
 from sequencer.core.calendar import add_delay
 from sequencer.core.delays import Delay, DelayUnit
 from sequencer.core.inbound import Classification, InboundKind, classify
@@ -65,7 +66,9 @@ class InboxProcessor:
         now = self.engine.now()
         result = classify(raw, today=now.date(), our_domains=self.our_domains)
         async with self.engine.db.transaction() as s:
-            handled = await self._apply(s, mailbox, folder, uidvalidity, uid, result, now)
+            handled = await self._apply(
+                s, mailbox, folder, uidvalidity, uid, result, now, arrival_time(raw, now)
+            )
             await iq.set_cursor(s, mailbox, folder, uidvalidity, uid, now)
         return handled
 
@@ -78,6 +81,7 @@ class InboxProcessor:
         uid: int,
         c: Classification,
         now: datetime,
+        arrived: datetime | None = None,
     ) -> Handled:
         matched = await self._match(s, mailbox, c)
         details: dict[str, object] = {
@@ -102,6 +106,8 @@ class InboxProcessor:
                 "kind": c.kind.value,
                 "enrollment_id": matched[0].id if matched else None,
                 "details": details,
+                # With processed_at (the moment any stop happened): reply-to-stop latency.
+                "received_at": arrived,
                 "processed_at": now,
             },
         )
