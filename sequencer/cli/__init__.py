@@ -11,6 +11,7 @@ import click
 from sequencer.cli import (  # noqa: F401  (importing registers the commands)
     authoring,
     database,
+    demo,
     inbox,
     operations,
     running,
