@@ -16,7 +16,6 @@ import re
 import shutil
 import tempfile
 from collections import Counter
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -26,13 +25,14 @@ from zoneinfo import ZoneInfo
 import yaml
 
 from sequencer.catalog import CONFIG_NAME, Catalog, Project, load_catalog
-from sequencer.core.calendar import HolidayCalendar, is_sendable
 from sequencer.core.errors import ConfigError, ProblemsFound
 from sequencer.core.problems import Severity
 from sequencer.core.prospects import ProspectRow
 from sequencer.core.states import EventKind, TaskOutcome
 from sequencer.mail.capture import Captured, CaptureServer
+from sequencer.runtime import demo_checks as checks
 from sequencer.runtime.clock import ManualClock
+from sequencer.runtime.demo_checks import Check
 from sequencer.runtime.demo_story import DEMO_REQUEST, DEMO_REQUEST_AT, STORY, Beat, render
 from sequencer.runtime.dispatcher import Dispatcher
 from sequencer.runtime.engine import Engine
@@ -59,7 +59,6 @@ REP_DELAY = timedelta(minutes=45)
 #: ...except this prospect's: their tasks stay undone and move on by themselves.
 REP_TOO_BUSY_FOR = "kenji.sato@tyrell.example"
 MARKER = ".sequencer-demo"
-STOPPING = {EventKind.REPLIED, EventKind.BOUNCED, EventKind.UNSUBSCRIBED}
 
 
 @dataclass(frozen=True)
@@ -74,15 +73,6 @@ class DemoEvent:
     data: dict[str, Any]
     #: The prospect's own wall-clock time, when it differs from New York's.
     local: datetime | None = None
-
-
-@dataclass(frozen=True)
-class Check:
-    """A promise of the engine, checked against what the capture server received."""
-
-    name: str
-    ok: bool
-    detail: str
 
 
 @dataclass
@@ -382,10 +372,10 @@ class Demo:
 
     def _checks(self, engine: Engine) -> list[Check]:
         return [
-            _sent_once(self.sent, self.counts[EventKind.SENT]),
-            _nothing_after_a_stop(self.sent, self.story),
-            _no_repeats(self.story),
-            _inside_windows(self.story, engine, self._zone_names()),
+            checks.sent_once(self.sent, self.counts[EventKind.SENT]),
+            checks.nothing_after_a_stop(self.sent, self.story),
+            checks.no_repeats(self.story),
+            checks.inside_windows(self.story, engine.sequences, self._zone_names()),
         ]
 
     def _prospects(self) -> list[ProspectRow]:
@@ -410,72 +400,3 @@ class Demo:
         result.report = await build_report(engine)
         result.html = self.out / "report.html"
         result.html.write_text(render_html(result.report), encoding="utf-8")
-
-
-def _sent_once(sent: list[tuple[datetime, Captured]], recorded: int) -> Check:
-    ids = Counter(message.message_id for _, message in sent)
-    twice = [mid for mid, n in ids.items() if n > 1]
-    ok = not twice and len(sent) == recorded
-    return Check(
-        "every email sent exactly once",
-        ok,
-        f"{len(sent)} emails arrived, {recorded} recorded as sent, "
-        f"{len(twice)} Message-IDs seen twice",
-    )
-
-
-def _nothing_after_a_stop(sent: list[tuple[datetime, Captured]], story: list[DemoEvent]) -> Check:
-    stopped: dict[str, datetime] = {}
-    for event in story:
-        if event.kind in STOPPING and event.email not in stopped:
-            stopped[event.email] = event.at
-    late = [
-        (recipient, at)
-        for at, message in sent
-        for recipient in message.recipients
-        if recipient in stopped and at > stopped[recipient]
-    ]
-    detail = (
-        f"{len(stopped)} prospects stopped (reply, bounce or unsubscribe); "
-        f"{len(late)} emails reached them afterwards"
-    )
-    return Check("no email after a reply, bounce or unsubscribe", not late, detail)
-
-
-def _no_repeats(story: Iterable[DemoEvent]) -> Check:
-    seen: dict[str, Counter[str]] = {}
-    for event in story:
-        if event.kind == EventKind.SENT and event.data.get("template"):
-            seen.setdefault(event.email, Counter())[event.data["template"]] += 1
-    repeats = sum(1 for counts in seen.values() for n in counts.values() if n > 1)
-    rotated = sum(1 for counts in seen.values() for t in counts if t.startswith("value-"))
-    return Check(
-        "no prospect got the same email twice",
-        repeats == 0,
-        f"{rotated} value-add emails rotated across {len(seen)} prospects, {repeats} repeats",
-    )
-
-
-def _inside_windows(story: Iterable[DemoEvent], engine: Engine, zones: dict[str, str]) -> Check:
-    checked = outside = 0
-    zones_seen: set[str] = set()
-    for event in story:
-        if event.kind != EventKind.SENT or event.sequence not in engine.sequences:
-            continue
-        sequence = engine.sequences[event.sequence]
-        step = next((s for s in sequence.steps if s.id == event.data.get("step")), None)
-        if step is None or getattr(step, "anytime", False):
-            continue
-        schedule = sequence.schedule
-        zone_name = schedule.zone_name_for(zones.get(event.email) or None)
-        zone = ZoneInfo(zone_name)
-        zones_seen.add(zone_name)
-        checked += 1
-        if not is_sendable(event.at, zone, schedule.window, HolidayCalendar(schedule.holidays)):
-            outside += 1
-    return Check(
-        "every email inside the prospect's local sending hours",
-        outside == 0,
-        f"{checked} emails checked in {len(zones_seen)} time zones, across the change to daylight "
-        f"saving time, {outside} outside",
-    )
