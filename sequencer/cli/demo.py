@@ -51,7 +51,7 @@ TALLY = (
 class Screen:
     """Live progress on a terminal; plain lines (one per event) anywhere else."""
 
-    def __init__(self, console: Console) -> None:
+    def __init__(self, console: Console, days: int) -> None:
         self.console = console
         self.live_mode = console.is_terminal and not os.environ.get("CI")
         self.bar = Progress(
@@ -60,7 +60,7 @@ class Screen:
             TextColumn("{task.fields[clock]}"),
             console=console,
         )
-        self.task = self.bar.add_task("3 weeks", total=1.0, clock="")
+        self.task = self.bar.add_task(f"{days} days", total=1.0, clock="")
         self.tally = Text()
         self.live = Live(Group(self.bar, self.tally), console=console, refresh_per_second=8)
         self._last_tally = ""
@@ -136,7 +136,7 @@ def demo(out: Path, duration: float, days: int) -> None:
         "business hours.\n"
     )
     started = time.monotonic()
-    with Screen(console) as screen:
+    with Screen(console, days) as screen:
         result = asyncio.run(Demo(out, screen, days=days, duration=duration).run())
     _summary(console, result, time.monotonic() - started)
     if not all(check.ok for check in result.checks):
