@@ -14,6 +14,7 @@ from sequencer.cli import (  # noqa: F401  (importing registers the commands)
     demo,
     inbox,
     operations,
+    report,
     running,
     tasks,
     watching,
