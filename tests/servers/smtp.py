@@ -14,6 +14,7 @@ import ssl
 import subprocess
 import threading
 import weakref
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
@@ -303,6 +304,11 @@ class FaultySMTPServer(RecordingSMTPServer):
     Any other recipient is accepted. Kept messages are those the recipient may have got.
     With ``messages_per_session`` set, the server hangs up without a reply on the MAIL FROM
     after that many, as a server does that drops an idle connection just as it is reused.
+
+    With a ``plan`` (recipient address -> one fault name or ``"ok"`` per delivery attempt), a
+    planned recipient's n-th attempt (counted at RCPT TO) meets the plan's n-th entry, and
+    ``"ok"`` once the plan runs out: a schedule of faults that a seeded test can lay out and
+    check exactly. ``attempts`` lists every (recipient, fault) the server applied, in order.
     """
 
     def __init__(
@@ -310,12 +316,49 @@ class FaultySMTPServer(RecordingSMTPServer):
         *,
         stall_seconds: float = 5.0,
         messages_per_session: int | None = None,
+        plan: Mapping[str, Sequence[str]] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.stall_seconds = stall_seconds
         self.messages_per_session = messages_per_session
         self._mail_commands: weakref.WeakKeyDictionary[Session, int] = weakref.WeakKeyDictionary()
+        for faults in (plan or {}).values():
+            unknown = set(faults) - set(FAULTS) - {"ok"}
+            if unknown:
+                raise ValueError(f"unknown fault(s) in the plan: {sorted(unknown)}")
+        self.plan = {address.lower(): tuple(faults) for address, faults in (plan or {}).items()}
+        self._attempts: list[tuple[str, str]] = []
+        self._faults: weakref.WeakKeyDictionary[Envelope, str] = weakref.WeakKeyDictionary()
+
+    @property
+    def attempts(self) -> list[tuple[str, str]]:
+        """(recipient, fault or "ok") for every RCPT TO, in arrival order."""
+        with self._changed:
+            return list(self._attempts)
+
+    def reset(self) -> None:
+        super().reset()
+        with self._changed:
+            self._attempts.clear()
+
+    def _fault_at_rcpt(self, envelope: Envelope, address: str) -> str | None:
+        """The fault this attempt meets: the plan's next entry, else the one the name says."""
+        key = address.lower()
+        with self._changed:
+            if key in self.plan:
+                done = sum(1 for recipient, _ in self._attempts if recipient == key)
+                faults = self.plan[key]
+                kind: str | None = faults[done] if done < len(faults) else "ok"
+            else:
+                kind = _fault(address)
+            self._attempts.append((key, kind or "ok"))
+        if kind is not None and kind != "ok":
+            self._faults.setdefault(envelope, kind)  # the first faulty recipient decides
+        return None if kind == "ok" else kind
+
+    def _fault_of(self, envelope: Envelope) -> str | None:
+        return self._faults.get(envelope)
 
     async def on_mail(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
@@ -326,7 +369,7 @@ class FaultySMTPServer(RecordingSMTPServer):
         return await super().on_mail(server, session, envelope, address, options)
 
     async def on_rcpt(self, server: SMTP, envelope: Envelope, address: str) -> str:
-        kind = _fault(address)
+        kind = self._fault_at_rcpt(envelope, address)
         if kind == "tempfail-rcpt":
             return "451 4.3.0 Temporary failure, please try again later"
         if kind == "reject-rcpt":
@@ -337,11 +380,11 @@ class FaultySMTPServer(RecordingSMTPServer):
         return await super().on_rcpt(server, envelope, address)
 
     async def on_data_command(self, server: SMTP, envelope: Envelope) -> None:
-        if _fault(envelope.rcpt_tos[0]) == "drop-before-data":
+        if self._fault_of(envelope) == "drop-before-data":
             await _hang_up(server)
 
     async def on_data(self, server: SMTP, envelope: Envelope) -> str:
-        kind = _fault(envelope.rcpt_tos[0])
+        kind = self._fault_of(envelope)
         if kind == "tempfail-data":
             return "451 4.3.0 Mail server temporarily rejected message"
         if kind == "reject-data":
