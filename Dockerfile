@@ -14,7 +14,7 @@ WORKDIR /app
 # The package first, so editing a sequence or template does not reinstall dependencies.
 COPY pyproject.toml README.md LICENSE ./
 COPY sequencer ./sequencer
-RUN pip install . && rm -rf /app/sequencer /app/build
+RUN pip install . && rm -rf /app/sequencer /app/build /app/*.egg-info
 
 COPY sequences ./sequences
 COPY templates ./templates
