@@ -307,26 +307,27 @@ def run_worker(env: dict[str, str], root: Path, url: str, due: int, log: Path) -
     return elapsed, usage.ru_maxrss // 1024
 
 
-# --- one size ---------------------------------------------------------------------------------
+# --- the run --------------------------------------------------------------------------------
 
 
 @dataclass
 class SizeResult:
     size: int
-    load_seconds: float
-    claim_seconds: list[float]
-    batch_seconds: list[float]
-    claimed: int
-    send_seconds: float
-    rss_mb: int
-    received: int
-    shape_problems: list[str]
-    plans: list[Plan]
+    url: str
+    env: dict[str, str]
+    load_seconds: float = 0.0
+    claim_seconds: list[float] = field(default_factory=list)
+    batch_seconds: list[float] = field(default_factory=list)
+    claimed: int = 0
+    send_seconds: float = 0.0
+    rss_mb: int = 0
+    received: int = 0
+    shape_problems: list[str] = field(default_factory=list)
+    plans: list[Plan] = field(default_factory=list)
 
 
-def run_size(
-    server: Any, redis_url: str, smtp: Any, root: Path, size: int, due: int, repeat: int
-) -> SizeResult:
+def prepare(server: Any, redis_url: str, root: Path, size: int, due: int) -> SizeResult:
+    """A database with ``due`` enrollments made by `sequencer enroll` and the rest bulk-loaded."""
     name = f"scale_{size}"
     server.create_database(name)
     url = server.url(name)
@@ -342,22 +343,11 @@ def run_size(
     write_due_csv(csv_path, due)
     cli(["enroll", SEQUENCE, str(csv_path), "--owner", OWNER], env, root)
     print(f"  {size:,}: enrolled {due} due through `sequencer enroll`; bulk-loading the rest")
-    load_seconds = asyncio.run(bulk_load(url, size - due))
+    result = SizeResult(size, url, env)
+    result.load_seconds = asyncio.run(bulk_load(url, size - due))
     server.psql("VACUUM ANALYZE", name)
-    print(f"  {size:,}: loaded in {load_seconds:.0f} s; timing the claim")
-    totals, batches, claimed = asyncio.run(time_claims(url, repeat))
-    if claimed != due:
-        raise SystemExit(f"the claim found {claimed} due touches, expected {due}")
-    plans = asyncio.run(plans_of_dispatcher_work(url, root))
-    before = len(smtp.messages)
-    print(f"  {size:,}: claim median {median(totals) * 1000:.1f} ms; running the worker")
-    send_seconds, rss = run_worker(env, root, url, due, root / f"worker-{size}.log")
-    received = len(smtp.messages) - before
-    problems = asyncio.run(check_shape(url, due))
-    server.drop_database(name)
-    return SizeResult(
-        size, load_seconds, totals, batches, claimed, send_seconds, rss, received, problems, plans
-    )
+    print(f"  {size:,}: loaded in {result.load_seconds:.0f} s")
+    return result
 
 
 def main() -> None:
@@ -366,7 +356,7 @@ def main() -> None:
     )
     parser.add_argument("--sizes", type=int, nargs=2, default=[10_000, 1_000_000])
     parser.add_argument("--due", type=int, default=300, help="Enrollments due now.")
-    parser.add_argument("--repeat", type=int, default=7, help="Claim repetitions per size.")
+    parser.add_argument("--repeat", type=int, default=15, help="Claim repetitions per size.")
     parser.add_argument("--no-record", action="store_true", help="Do not append to RESULTS.md.")
     args = parser.parse_args()
     small, large = sorted(args.sizes)
@@ -377,7 +367,6 @@ def main() -> None:
     from servers.redis import RedisServer
     from servers.smtp import RecordingSMTPServer
 
-    results: list[SizeResult] = []
     with (
         tempfile.TemporaryDirectory() as tmp,
         PostgresServer() as server,
@@ -385,9 +374,28 @@ def main() -> None:
         RecordingSMTPServer() as smtp,
     ):
         root = make_project(Path(tmp) / "project", smtp.port)
-        for size in (small, large):
+        results = [prepare(server, redis.url, root, size, args.due) for size in (small, large)]
+        # The repetitions alternate between the sizes, so a change in the machine's load
+        # (it is shared) weighs on both alike.
+        print(f"timing the claim, {args.repeat} repetitions per size")
+        for rep in range(args.repeat + 1):  # the first warms the caches and is not counted
+            for r in results:
+                totals, batches, claimed = asyncio.run(time_claims(r.url, 1))
+                if claimed != args.due:
+                    raise SystemExit(f"the claim found {claimed} due touches, not {args.due}")
+                if rep:
+                    r.claim_seconds += totals
+                    r.batch_seconds += batches
+                    r.claimed = claimed
+        for r in results:
+            r.plans = asyncio.run(plans_of_dispatcher_work(r.url, root))
             redis.flush()
-            results.append(run_size(server, redis.url, smtp, root, size, args.due, args.repeat))
+            before = len(smtp.messages)
+            print(f"  {r.size:,}: claim median {median(r.claim_seconds) * 1000:.1f} ms; worker")
+            log = root / f"worker-{r.size}.log"
+            r.send_seconds, r.rss_mb = run_worker(r.env, root, r.url, args.due, log)
+            r.received = len(smtp.messages) - before
+            r.shape_problems = asyncio.run(check_shape(r.url, args.due))
     report(results, args.due, args.repeat, not args.no_record)
 
 
