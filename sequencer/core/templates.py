@@ -34,6 +34,7 @@ from sequencer.core.template_checks import (
     syntax_problem,
     template_parts,
 )
+from sequencer.core.yamlnodes import CONSTRUCTOR_FAILURES, character_location, character_message
 
 __all__ = [
     "CONTEXT_NAMES",
@@ -101,10 +102,32 @@ class _FrontMatter:
 
 def _read_front_matter(fm: _FrontMatter, lines: list[str], close: int) -> bool:
     """Fill ``fm`` from the YAML between line 1 and line ``close``; False if it is unusable."""
-    loader = yaml.SafeLoader("\n".join(lines[1:close]))
+    source = "\n".join(lines[1:close])
+    try:
+        # The reader checks the characters up front: a NUL byte fails here already.
+        loader = yaml.SafeLoader(source)
+    except yaml.reader.ReaderError as exc:
+        where = character_location("", source, exc)
+        fm.report(
+            ((where.line or 1) + 1, where.column),
+            f"front matter is not valid YAML: {character_message(exc)}",
+            "invalid-front-matter",
+            "remove control characters (such as NUL bytes); save the file as UTF-8 text",
+        )
+        return False
     try:
         root = loader.get_single_node()
         data = loader.construct_document(root) if root is not None else {}
+    except CONSTRUCTOR_FAILURES:
+        # PyYAML's constructors raise these, not a YAMLError, for a scalar its `!!` tag
+        # cannot read (`subject: !!int abc`); their own words say nothing useful.
+        fm.report(
+            (2, None),
+            "front matter is not valid YAML: a value tagged with `!!` is not of that type",
+            "invalid-front-matter",
+            "remove the `!!` tag, or write a value of that type",
+        )
+        return False
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 2 if mark is not None else 2  # the YAML starts on file line 2

@@ -59,12 +59,22 @@ class YamlReader:
 
     def load(self, text: str) -> Node | None:
         """The root node, or ``None`` (with a problem recorded) when the text is not valid YAML."""
-        loader = yaml.SafeLoader(text)
+        try:
+            # The reader checks the characters up front: a NUL byte fails here already.
+            loader = yaml.SafeLoader(text)
+        except yaml.reader.ReaderError as exc:
+            self.error(
+                character_location(self.path, text, exc),
+                character_message(exc),
+                _CHARACTERS_HINT,
+                code="yaml-syntax",
+            )
+            return None
         try:
             root = loader.get_single_node()
             if root is None:
                 return None
-            return self._convert(loader, root)
+            return _Converter(self, loader).convert(root)
         except yaml.MarkedYAMLError as exc:
             line, column = _mark(exc.problem_mark or exc.context_mark)
             message = exc.problem or "YAML syntax error"
@@ -82,31 +92,6 @@ class YamlReader:
             return None
         finally:
             loader.dispose()
-
-    def _convert(self, loader: yaml.SafeLoader, node: yaml.Node) -> Node:
-        line, column = node.start_mark.line + 1, node.start_mark.column + 1
-        if isinstance(node, yaml.ScalarNode):
-            value = loader.construct_object(node, deep=True)
-            return Node(
-                "scalar", line, column, value=value, raw=str(node.value), quoted=bool(node.style)
-            )
-        if isinstance(node, yaml.SequenceNode):
-            return Node("list", line, column, items=[self._convert(loader, n) for n in node.value])
-        assert isinstance(node, yaml.MappingNode)
-        result = Node("map", line, column)
-        for key_node, value_node in node.value:
-            key = self._convert(loader, key_node)
-            name = key.text() if key.kind == "scalar" else ""
-            if name in result.entries:
-                first = result.entries[name][0]
-                self.error(
-                    self.at(key),
-                    f"duplicate key {name!r} (first on line {first.line})",
-                    "remove one of them; YAML keeps only the last",
-                    code="duplicate-key",
-                )
-            result.entries[name] = (key, self._convert(loader, value_node))
-        return result
 
     # --- reporting -------------------------------------------------------------------------
 
@@ -203,3 +188,89 @@ def describe(node: Node) -> str:
     if isinstance(node.value, int | float):
         return f"the number {node.raw}"
     return repr(node.raw)
+
+
+_CHARACTERS_HINT = "remove control characters (such as NUL bytes); save the file as UTF-8 text"
+#: PyYAML's own constructors fail with these on explicitly tagged scalars it cannot read
+#: (`!!int abc`, `!!float x`, `!!timestamp soon`) instead of a YAMLError.
+CONSTRUCTOR_FAILURES = (ValueError, TypeError, AttributeError, OverflowError)
+
+
+def character_location(path: str, text: str, exc: yaml.reader.ReaderError) -> Location:
+    position = min(max(exc.position, 0), len(text))
+    line = text.count("\n", 0, position) + 1
+    return Location(path, line, position - text.rfind("\n", 0, position))
+
+
+def character_message(exc: yaml.reader.ReaderError) -> str:
+    character = exc.character  # a code point for text, a byte for undecodable input
+    if isinstance(character, str):
+        character = ord(character[:1] or "\0")
+    shown = f"U+{character:04X}" if isinstance(character, int) else repr(character)
+    return f"character {shown} is not allowed in YAML"
+
+
+class _Converter:
+    """Turns PyYAML's node graph into ``Node``s. An anchor used many times is converted once
+    and shared (so a "billion laughs" file stays small), and an alias inside its own anchor
+    is reported instead of recursing forever."""
+
+    def __init__(self, reader: YamlReader, loader: yaml.SafeLoader) -> None:
+        self.reader = reader
+        self.loader = loader
+        self.done: dict[int, Node] = {}
+        self.open: set[int] = set()
+
+    def convert(self, node: yaml.Node) -> Node:
+        key = id(node)
+        if key in self.done:
+            return self.done[key]
+        line, column = node.start_mark.line + 1, node.start_mark.column + 1
+        if key in self.open:
+            self.reader.error(
+                Location(self.reader.path, line, column),
+                "this anchor (&name) contains an alias (*name) to itself",
+                "an anchor cannot contain itself; copy the value out instead",
+                code="yaml-syntax",
+            )
+            return Node("scalar", line, column)
+        self.open.add(key)
+        try:
+            result = self._convert(node, line, column)
+        finally:
+            self.open.discard(key)
+        self.done[key] = result
+        return result
+
+    def _convert(self, node: yaml.Node, line: int, column: int) -> Node:
+        if isinstance(node, yaml.ScalarNode):
+            try:
+                value = self.loader.construct_object(node, deep=True)
+            except CONSTRUCTOR_FAILURES:
+                value = str(node.value)
+                self.reader.error(
+                    Location(self.reader.path, line, column),
+                    f"{node.value!r} cannot be read as the type its tag {node.tag!r} asks for",
+                    "remove the `!!` tag, or write a value of that type",
+                    code="yaml-syntax",
+                )
+            return Node(
+                "scalar", line, column, value=value, raw=str(node.value), quoted=bool(node.style)
+            )
+        if isinstance(node, yaml.SequenceNode):
+            return Node("list", line, column, items=[self.convert(n) for n in node.value])
+        assert isinstance(node, yaml.MappingNode)
+        result = Node("map", line, column)
+        for key_node, value_node in node.value:
+            key = self.convert(key_node)
+            name = key.text() if key.kind == "scalar" else ""
+            if name in result.entries:
+                first = result.entries[name][0]
+                self.reader.error(
+                    self.reader.at(key),
+                    f"duplicate key {name!r} (first on line {first.line})",
+                    "remove one of them; YAML keeps only the last",
+                    code="duplicate-key",
+                )
+            result.entries[name] = (key, self.convert(value_node))
+        return result

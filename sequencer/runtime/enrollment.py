@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
 from collections import Counter
@@ -100,7 +101,10 @@ def read_csv(path: Path) -> Iterator[ProspectRow | RowProblem]:
     except OSError as exc:
         raise NotFound(f"{path}: cannot open ({exc.strerror})") from exc
     with handle:
-        sample = handle.read(64 * 1024)
+        try:
+            sample = handle.read(64 * 1024)
+        except UnicodeDecodeError as exc:
+            raise _not_utf8(path) from exc
         handle.seek(0)
         try:
             dialect: Any = csv.Sniffer().sniff(sample, delimiters=",;\t|") if sample else csv.excel
@@ -125,15 +129,33 @@ def read_csv(path: Path) -> Iterator[ProspectRow | RowProblem]:
             except StopIteration:
                 return
             except UnicodeDecodeError as exc:
-                raise ConfigError(
-                    f"{path}: not UTF-8 text near line {reader.line_num + 1}; save it as UTF-8 CSV"
-                ) from exc
+                raise _not_utf8(path) from exc
             except csv.Error as exc:
                 yield RowProblem(reader.line_num, None, f"unreadable row: {exc}")
                 continue
             if not any(v.strip() for v in values):
                 continue  # blank lines are not rows
             yield parse_row(mapping, values, reader.line_num)
+
+
+def _not_utf8(path: Path) -> ConfigError:
+    """The error for a file that is not UTF-8, at the line of its first undecodable byte.
+    Excel's plain "CSV" and "Unicode text" exports (Windows-1252, UTF-16) are the usual ones."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    line, shown = 1, ""
+    with path.open("rb") as raw:
+        while chunk := raw.read(64 * 1024):
+            try:
+                decoder.decode(chunk)
+            except UnicodeDecodeError as exc:
+                line += exc.object[: exc.start].count(b"\n")
+                shown = f" (byte 0x{exc.object[exc.start]:02x})"
+                break
+            line += chunk.count(b"\n")
+    return ConfigError(
+        f"{path}:{line}: not UTF-8 text{shown}; save the file as CSV UTF-8 "
+        "(in Excel: Save As > CSV UTF-8) and import it again"
+    )
 
 
 def pick_mailbox(sequence: Sequence, owner: str, email: str, mailbox: str | None) -> str:
