@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import signal
 import socket
 import sys
 
@@ -130,4 +131,8 @@ def web_command(host: str, port: int, verbose: bool) -> None:
             timeout_graceful_shutdown=10,
         )
     )
+    # uvicorn finishes the requests in flight on SIGTERM, then raises the signal again for
+    # whatever handler was there before it; this one makes that a clean exit 0, as for
+    # `sequencer run`, so container restarts are not reported as crashes.
+    signal.signal(signal.SIGTERM, lambda _signal, _frame: None)
     server.run(sockets=[sock])

@@ -77,9 +77,9 @@ def confirm_page(email: str, company: str) -> HTMLResponse:
     follow links, people do not always mean to click)."""
     sender = escape(company) if company else "us"
     body = (
-        f"<p>Press the button and {sender} will stop emailing "
+        f"<p>Press the button and {sender} will send no more emails to "
         f'<span class="address">{escape(mask_email(email))}</span>, '
-        "about everything, from every sequence.</p>\n"
+        "from any sequence.</p>\n"
         '<form method="post">\n'
         '<input type="hidden" name="List-Unsubscribe" value="One-Click">\n'
         '<button type="submit">Unsubscribe</button>\n</form>\n'
