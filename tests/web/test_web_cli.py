@@ -82,7 +82,8 @@ def test_sequencer_web_serves_unsubscribe_and_api_and_stops_on_sigterm(tmp_path:
     root = tmp_path
     make_project(root)
     env = env_for(root)
-    subprocess.run([*SEQUENCER, "db", "upgrade"], cwd=root, env=env, check=True, capture_output=True)
+    upgrade = [*SEQUENCER, "db", "upgrade"]
+    subprocess.run(upgrade, cwd=root, env=env, check=True, capture_output=True)
     web = Running(root, env, "--host", "0.0.0.0", "--port", "0")
     try:
         port = int(web.wait_for(r"Serving on http://0\.0\.0\.0:(\d+)")[1])
