@@ -15,7 +15,7 @@ import logging
 import re
 import socket
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from email.parser import BytesHeaderParser
@@ -286,27 +286,40 @@ class ImapSession:
     ) -> list[tuple[int, bytes]]:
         """Up to ``limit`` messages of the open folder with a UID above ``last_uid``, oldest
         first, as (UID, raw bytes); at most ``max_bytes`` of each when given. PEEK: nothing is
-        marked seen.
+        marked seen. (``new_uids`` then ``uid_fetch``, for one batch.)"""
+        if limit < 1:
+            raise ValueError(f"need limit >= 1, not {limit}")
+        uids = (await self.new_uids(last_uid))[:limit]
+        return await self.uid_fetch(uids, max_bytes=max_bytes)
 
-        The UIDs are searched first and only those are fetched: ``N:*`` always includes the
-        folder's last message, even when N is past it (RFC 3501 6.4.8), and that message
-        must neither come back as new nor be downloaded again on every call. New mail that
-        the server announces from now on makes the next ``idle`` return at once."""
-        if last_uid < 0 or limit < 1:
-            raise ValueError(f"need last_uid >= 0 and limit >= 1, not {last_uid} and {limit}")
+    async def new_uids(self, last_uid: int) -> list[int]:
+        """The UIDs above ``last_uid`` in the open folder, oldest first. New mail that the
+        server announces from now on makes the next ``idle`` return at once.
+
+        ``N:*`` always includes the folder's last message, even when N is past it (RFC 3501
+        6.4.8): that message must neither come back as new nor be downloaded again on every
+        call, so it is filtered out here."""
+        if last_uid < 0:
+            raise ValueError(f"need last_uid >= 0, not {last_uid}")
         self._protocol.mail_signalled = False
         found = await self.uid_search("UID", f"{last_uid + 1}:*")
-        uids = [uid for uid in found if uid > last_uid][:limit]
+        return [uid for uid in found if uid > last_uid]
+
+    async def uid_fetch(
+        self, uids: Sequence[int], *, max_bytes: int | None = None
+    ) -> list[tuple[int, bytes]]:
+        """The messages with these UIDs, in the order given, as (UID, raw bytes); at most
+        ``max_bytes`` of each when given. PEEK: nothing is marked seen. A message expunged
+        meanwhile is simply not there any more."""
         if not uids:
             return []
         part = "BODY.PEEK[]" if max_bytes is None else f"BODY.PEEK[]<0.{max_bytes}>"
         result, lines = await self._run(
             "read new messages from",
-            self._protocol.fetch(_uid_set(uids), f"(UID {part})", by_uid=True),
+            self._protocol.fetch(_uid_set(list(uids)), f"(UID {part})", by_uid=True),
         )
         self._check(result, lines, "read new messages from")
         bodies = _fetched_bodies(lines[:-1])
-        # A message expunged meanwhile is simply not there any more.
         return [(uid, bodies[uid]) for uid in uids if uid in bodies]
 
     async def idle(self, timeout: float, *, wake: asyncio.Event | None = None) -> bool:

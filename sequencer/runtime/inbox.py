@@ -1,10 +1,17 @@
 """What an inbound message does: classified, matched to enrollments, acted on, and the folder's
-cursor moved, all in one transaction, so a message is never lost nor acted on twice."""
+cursor moved, all in one transaction, so a message is never lost nor acted on twice.
+
+A backlog (thousands of messages after downtime) is processed a batch per transaction
+(``InboxProcessor.batch``): the cursor moves once per batch, and lookups that would be made for
+every message (is this sender anyone we know?) are made once for all of them.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 
@@ -15,6 +22,7 @@ from sequencer.core.calendar import add_delay
 from sequencer.core.delays import Delay, DelayUnit
 from sequencer.core.inbound import Classification, InboundKind, classify
 from sequencer.core.model import OutOfOfficeAction
+from sequencer.core.prospects import FREE_MAIL_DOMAINS
 from sequencer.core.scheduling import holiday_calendar, schedule_zone
 from sequencer.core.states import (
     EnrollmentState,
@@ -49,6 +57,38 @@ class Handled:
     action: str = "recorded"
 
 
+@dataclass(frozen=True)
+class _Lookups:
+    """Asked once for a batch of messages; each a superset of what the per-message query it
+    saves could find (within a batch, enrollments only ever leave the live states)."""
+
+    known_senders: frozenset[str]  # senders that are a prospect's address or alias
+    company_sequences: tuple[int, ...]  # ids of the sequences with `company_reply`
+    company_domains: frozenset[str]  # sender domains with live enrollments in those
+
+
+@dataclass
+class InboxBatch:
+    """Messages of one folder processed in one transaction; see ``InboxProcessor.batch``."""
+
+    session: AsyncSession
+    mailbox: str
+    folder: str
+    uidvalidity: int
+    now: datetime
+    classified: dict[int, tuple[bytes, Classification]]
+    lookups: _Lookups
+    last_uid: int | None = None
+
+    def pass_over(self, uid: int) -> None:
+        """Move the cursor past ``uid`` (when the batch commits) without acting on it."""
+        self.last_uid = uid if self.last_uid is None else max(self.last_uid, uid)
+
+
+# The batch open in this task, if any: process() calls for its folder join it.
+_open_batch: ContextVar[InboxBatch | None] = ContextVar("sequencer_inbox_batch", default=None)
+
+
 class InboxProcessor:
     """Applies inbound messages for one engine."""
 
@@ -62,7 +102,15 @@ class InboxProcessor:
         self, mailbox: str, folder: str, uidvalidity: int, uid: int, raw: bytes
     ) -> Handled:
         """Classify, match and act on one message, and move the folder's cursor past it, in
-        one transaction. A message already recorded only moves the cursor."""
+        one transaction. A message already recorded only moves the cursor. Inside ``batch``
+        for the same folder, the batch's transaction is used instead."""
+        batch = _open_batch.get()
+        if batch is not None and (batch.mailbox, batch.folder, batch.uidvalidity) == (
+            mailbox,
+            folder,
+            uidvalidity,
+        ):
+            return await self._process_in(batch, uid, raw)
         now = self.engine.now()
         result = classify(raw, today=now.date(), our_domains=self.our_domains)
         async with self.engine.db.transaction() as s:
@@ -71,6 +119,66 @@ class InboxProcessor:
             )
             await iq.set_cursor(s, mailbox, folder, uidvalidity, uid, now)
         return handled
+
+    @asynccontextmanager
+    async def batch(
+        self, mailbox: str, folder: str, uidvalidity: int, messages: Sequence[tuple[int, bytes]]
+    ) -> AsyncIterator[InboxBatch]:
+        """One transaction for several messages of one folder, given as (UID, raw bytes):
+        ``process`` calls for this folder made inside it (in this task) join it, and the cursor
+        moves past the last message processed (or passed over) when it commits. Any failure
+        rolls back the whole batch; process its messages one at a time then, to find the one
+        at fault. The messages are classified up front, and the senders looked up at once."""
+        now = self.engine.now()
+        classified = {
+            uid: (raw, classify(raw, today=now.date(), our_domains=self.our_domains))
+            for uid, raw in messages
+        }
+        async with self.engine.db.transaction() as s:
+            lookups = await self._lookups(s, [c for _, c in classified.values()])
+            batch = InboxBatch(s, mailbox, folder, uidvalidity, now, classified, lookups)
+            token = _open_batch.set(batch)
+            try:
+                yield batch
+            finally:
+                _open_batch.reset(token)
+            if batch.last_uid is not None:
+                await iq.set_cursor(s, mailbox, folder, uidvalidity, batch.last_uid, now)
+
+    async def _process_in(self, batch: InboxBatch, uid: int, raw: bytes) -> Handled:
+        known_raw, result = batch.classified.get(uid, (None, None))
+        if known_raw is not raw or result is None:
+            result = classify(raw, today=batch.now.date(), our_domains=self.our_domains)
+        handled = await self._apply(
+            batch.session,
+            batch.mailbox,
+            batch.folder,
+            batch.uidvalidity,
+            uid,
+            result,
+            batch.now,
+            arrival_time(raw, batch.now),
+            batch.lookups,
+        )
+        batch.pass_over(uid)
+        return handled
+
+    async def _lookups(self, s: AsyncSession, found: Sequence[Classification]) -> _Lookups:
+        senders = {c.sender.lower() for c in found if c.sender}
+        names = [n for n, q in self.engine.sequences.items() if q.stop.company_reply]
+        ids = tuple((await eq.sequence_ids(s, names)).values()) if names else ()
+        domains = {
+            c.sender.lower().rsplit("@", 1)[-1]
+            for c in found
+            if c.kind is InboundKind.REPLY and c.sender
+        } - FREE_MAIL_DOMAINS
+        return _Lookups(
+            frozenset(await iq.known_addresses(s, senders)) if senders else frozenset(),
+            ids,
+            frozenset(await iq.domains_with_live_enrollments(s, domains, ids))
+            if ids and domains
+            else frozenset(),
+        )
 
     async def _apply(
         self,
@@ -82,8 +190,9 @@ class InboxProcessor:
         c: Classification,
         now: datetime,
         arrived: datetime | None = None,
+        lookups: _Lookups | None = None,
     ) -> Handled:
-        matched = await self._match(s, mailbox, c)
+        matched = await self._match(s, mailbox, c, lookups)
         details: dict[str, object] = {
             "reason": c.reason,
             "recipients": list(c.recipients),
@@ -121,7 +230,7 @@ class InboxProcessor:
             # Someone we never wrote to, answering from an account we are working: where the
             # sequence says so, that is the account replying.
             domain = c.sender.lower().rsplit("@", 1)[-1]
-            stopped = await self._company_reply(s, domain, None, now)
+            stopped = await self._company_reply(s, domain, None, now, lookups)
             if stopped:
                 handled.action = f"stopped {stopped} enrollment(s): someone at {domain} replied"
         elif kind is InboundKind.OUT_OF_OFFICE and matched:
@@ -134,10 +243,12 @@ class InboxProcessor:
 
     # --- matching ---------------------------------------------------------------------------
 
-    async def _match(self, s: AsyncSession, mailbox: str, c: Classification) -> list[Enrollment]:
+    async def _match(
+        self, s: AsyncSession, mailbox: str, c: Classification, lookups: _Lookups | None = None
+    ) -> list[Enrollment]:
         """Our Message-IDs in In-Reply-To/References first (a bounce: the one it reports);
         then the sender's address among live enrollments sending from this mailbox; then the
-        prospect's known aliases."""
+        prospect's known aliases (not looked for when ``lookups`` says nobody has it)."""
         ids = list(c.in_reply_to)
         if c.original_message_id:
             ids.insert(0, c.original_message_id)
@@ -153,7 +264,7 @@ class InboxProcessor:
             for recipient in c.recipients:
                 found += await iq.live_enrollments_by_email(s, recipient.lower())
             return found
-        if c.sender:
+        if c.sender and (lookups is None or c.sender.lower() in lookups.known_senders):
             found = await iq.live_enrollments_by_email(s, c.sender.lower(), mailbox)
             if found:
                 return found
@@ -210,16 +321,24 @@ class InboxProcessor:
         }
 
     async def _company_reply(
-        self, s: AsyncSession, domain: str, prospect_id: int | None, now: datetime
+        self,
+        s: AsyncSession,
+        domain: str,
+        prospect_id: int | None,
+        now: datetime,
+        lookups: _Lookups | None = None,
     ) -> int:
         """Stop colleagues' enrollments in sequences that say `company_reply: true` (never for
         a free-mail domain, where 'the same company' means nothing)."""
-        from sequencer.core.prospects import FREE_MAIL_DOMAINS
-
         if domain in FREE_MAIL_DOMAINS:
             return 0
-        names = [n for n, q in self.engine.sequences.items() if q.stop.company_reply]
-        ids = (await eq.sequence_ids(s, names)).values()
+        if lookups is not None:
+            if domain not in lookups.company_domains:
+                return 0
+            ids: Sequence[int] = lookups.company_sequences
+        else:
+            names = [n for n, q in self.engine.sequences.items() if q.stop.company_reply]
+            ids = list((await eq.sequence_ids(s, names)).values())
         colleagues = [
             e
             for e in await iq.live_enrollments_at_domain(s, domain, ids)

@@ -4,9 +4,10 @@ polling, a catch-up by UID after every (re)connect, and each new message process
 How a folder is followed:
 
 - The stored cursor (UIDVALIDITY, last UID processed) says where to go on. It moves only
-  with a result: in the transaction that acts on a message (``InboxProcessor.process``), or
-  when a message is deliberately passed over (see below). So a crash never loses a message,
-  and a message is never acted on twice.
+  with a result: in the transaction that acts on a message (``InboxProcessor.process``; for a
+  backlog, one transaction acts on a batch of messages, ``InboxProcessor.batch``), or when a
+  message is deliberately passed over (see below). So a crash never loses a message, and a
+  message is never acted on twice.
 - First watch of a folder (no cursor): start after the newest message, so years of old mail
   are not acted on; ``catch_up_all=True`` processes the whole folder instead.
 - UIDVALIDITY changed (the folder was recreated or migrated; every UID means something new):
@@ -343,7 +344,9 @@ class MailboxWatcher:
         uidvalidity: int,
         halt: asyncio.Event | None = None,
     ) -> list[Handled]:
-        """Process every message after the stored cursor, oldest first (until ``halt``)."""
+        """Process every message after the stored cursor, oldest first (until ``halt``): the
+        new UIDs are asked for once, then fetched and processed ``batch`` at a time; then asked
+        for again, for what arrived meanwhile."""
         async with self.engine.db.transaction() as s:
             stored = await iq.cursor(s, self.address, folder)
         if stored is None or stored[0] != uidvalidity:
@@ -354,37 +357,125 @@ class MailboxWatcher:
         last = stored[1]
         handled: list[Handled] = []
         while True:
-            batch = await imap.uid_fetch_since(last, self.batch, max_bytes=MAX_MESSAGE_BYTES)
-            if not batch:
+            uids = await imap.new_uids(last)
+            if not uids:
                 return handled
-            ids = {uid: message_id_of(raw) for uid, raw in batch}
-            async with self.engine.db.transaction() as s:
-                seen = await iq.seen_message_ids(
-                    s, self.address, [i for i in ids.values() if i is not None]
-                )
-            for uid, raw in batch:
+            for start in range(0, len(uids), self.batch):
                 if halt is not None and halt.is_set():
                     return handled  # the rest waits for the next catch-up
+                chunk = uids[start : start + self.batch]
+                fetched = await imap.uid_fetch(chunk, max_bytes=MAX_MESSAGE_BYTES)
+                if fetched:
+                    handled += await self._handle(folder, uidvalidity, fetched, halt)
+                last = chunk[-1]
+
+    async def _handle(
+        self,
+        folder: str,
+        uidvalidity: int,
+        fetched: list[tuple[int, bytes]],
+        halt: asyncio.Event | None,
+    ) -> list[Handled]:
+        """Process fetched messages: together in one transaction when there are several (a
+        backlog), one at a time when there is one, or when processing them together failed
+        (then the one at fault is found, retried and, in the end, passed over)."""
+        ids = {uid: message_id_of(raw) for uid, raw in fetched}
+        if len(fetched) > 1:
+            try:
+                return await self._handle_together(folder, uidvalidity, fetched, ids)
+            except Exception as exc:
+                if _not_the_message(exc):
+                    raise
+                log.info(
+                    "%s: %s: %d messages could not be processed together (%s); one at a time",
+                    self.address,
+                    folder,
+                    len(fetched),
+                    _describe(exc),
+                )
+        return await self._handle_one_by_one(folder, uidvalidity, fetched, ids, halt)
+
+    async def _handle_together(
+        self,
+        folder: str,
+        uidvalidity: int,
+        fetched: list[tuple[int, bytes]],
+        ids: dict[int, str | None],
+    ) -> list[Handled]:
+        done: list[tuple[int, Handled | None]] = []  # None: already processed, skipped
+        async with self.processor.batch(self.address, folder, uidvalidity, fetched) as batch:
+            seen = await iq.seen_message_ids(
+                batch.session, self.address, [i for i in ids.values() if i is not None]
+            )
+            for uid, raw in fetched:
                 message_id = ids[uid]
                 if message_id is not None and message_id in seen:
-                    await self._pass_over(folder, uidvalidity, uid)
-                    self.stats.skipped += 1
-                    log.info(
-                        "%s: %s UID %d: %s was already processed; skipped",
-                        self.address,
-                        folder,
-                        uid,
-                        message_id,
-                    )
-                else:
-                    result = await self._process(folder, uidvalidity, uid, raw, message_id)
-                    if result is not None:
-                        handled.append(result)
-                    if message_id is not None:
-                        seen.add(message_id)
-                last = uid
-            if len(batch) < self.batch:
-                return handled
+                    batch.pass_over(uid)
+                    done.append((uid, None))
+                    continue
+                done.append(
+                    (uid, await self.processor.process(self.address, folder, uidvalidity, uid, raw))
+                )
+                if message_id is not None:
+                    seen.add(message_id)
+        # Committed: only now does any of it count.
+        for uid, result in done:
+            if result is None:
+                self._skipped(folder, uid, ids[uid])
+            else:
+                self._attempts.pop((folder, uidvalidity, uid), None)
+                self._processed(folder, uid, result)
+        return [result for _, result in done if result is not None]
+
+    async def _handle_one_by_one(
+        self,
+        folder: str,
+        uidvalidity: int,
+        fetched: list[tuple[int, bytes]],
+        ids: dict[int, str | None],
+        halt: asyncio.Event | None,
+    ) -> list[Handled]:
+        async with self.engine.db.transaction() as s:
+            seen = await iq.seen_message_ids(
+                s, self.address, [i for i in ids.values() if i is not None]
+            )
+        handled: list[Handled] = []
+        for uid, raw in fetched:
+            if halt is not None and halt.is_set():
+                break  # the rest waits for the next catch-up
+            message_id = ids[uid]
+            if message_id is not None and message_id in seen:
+                await self._pass_over(folder, uidvalidity, uid)
+                self._skipped(folder, uid, message_id)
+            else:
+                result = await self._process(folder, uidvalidity, uid, raw, message_id)
+                if result is not None:
+                    handled.append(result)
+                if message_id is not None:
+                    seen.add(message_id)
+        return handled
+
+    def _skipped(self, folder: str, uid: int, message_id: str | None) -> None:
+        self.stats.skipped += 1
+        log.info(
+            "%s: %s UID %d: %s was already processed; skipped",
+            self.address,
+            folder,
+            uid,
+            message_id,
+        )
+
+    def _processed(self, folder: str, uid: int, handled: Handled) -> None:
+        self.stats.processed += 1
+        self.stats.handled.append(handled)
+        log.info(
+            "%s: %s UID %d: %s, %s",
+            self.address,
+            folder,
+            uid,
+            handled.classification.kind.value,
+            "already processed" if handled.duplicate else handled.action,
+        )
 
     async def _process(
         self, folder: str, uidvalidity: int, uid: int, raw: bytes, message_id: str | None
@@ -425,16 +516,7 @@ class MailboxWatcher:
             self.stats.given_up += 1
             return None
         self._attempts.pop(key, None)
-        self.stats.processed += 1
-        self.stats.handled.append(handled)
-        log.info(
-            "%s: %s UID %d: %s, %s",
-            self.address,
-            folder,
-            uid,
-            handled.classification.kind.value,
-            "already processed" if handled.duplicate else handled.action,
-        )
+        self._processed(folder, uid, handled)
         return handled
 
     async def _pass_over(

@@ -6,12 +6,21 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, union, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from sequencer.core.states import ENROLLMENT_LIVE
 from sequencer.store.dialect import insert_ignore
-from sequencer.store.models import Enrollment, InboundMessage, MailboxCursor, Prospect
+from sequencer.store.models import (
+    Enrollment,
+    InboundMessage,
+    MailboxCursor,
+    Prospect,
+    ProspectAlias,
+)
+
+#: Values per IN (...) or OR list: well under SQLite's limit of bound parameters.
+_CHUNK = 500
 
 
 async def record_message(session: AsyncSession, values: dict[str, Any]) -> int | None:
@@ -51,11 +60,11 @@ async def seen_message_ids(session: AsyncSession, mailbox: str, ids: Iterable[st
     wanted = sorted({i for i in ids if i})
     found: set[str] = set()
     # In chunks: a folder re-scanned after a UIDVALIDITY change can hold thousands.
-    for start in range(0, len(wanted), 500):
+    for start in range(0, len(wanted), _CHUNK):
         result = await session.execute(
             select(InboundMessage.message_id).where(
                 InboundMessage.mailbox == mailbox,
-                InboundMessage.message_id.in_(wanted[start : start + 500]),
+                InboundMessage.message_id.in_(wanted[start : start + _CHUNK]),
             )
         )
         found.update(value for value in result.scalars() if value)
@@ -111,6 +120,47 @@ async def live_enrollments_at_domain(
         )
     )
     return list(result.scalars())
+
+
+async def known_addresses(session: AsyncSession, emails: Iterable[str]) -> set[str]:
+    """Those of ``emails`` (lowercased) that are a prospect's address or a known alias: mail
+    from anyone else cannot match an enrollment by its sender, so it needs no lookup."""
+    wanted = sorted({e.lower() for e in emails if e})
+    found: set[str] = set()
+    for start in range(0, len(wanted), _CHUNK):
+        chunk = wanted[start : start + _CHUNK]
+        result = await session.execute(
+            union(
+                select(Prospect.email).where(Prospect.email.in_(chunk)),
+                select(ProspectAlias.email).where(ProspectAlias.email.in_(chunk)),
+            )
+        )
+        found.update(result.scalars())
+    return found
+
+
+async def domains_with_live_enrollments(
+    session: AsyncSession, domains: Iterable[str], sequence_ids: Iterable[int]
+) -> set[str]:
+    """Those of ``domains`` where some prospect has a live enrollment in one of the sequences
+    (the question live_enrollments_at_domain answers, asked for many domains at once)."""
+    wanted, ids = sorted({d.lower() for d in domains if d}), list(sequence_ids)
+    found: set[str] = set()
+    if not ids:
+        return found
+    for start in range(0, len(wanted), 100):
+        chunk = wanted[start : start + 100]
+        result = await session.execute(
+            select(Prospect.email)
+            .join(Enrollment, Enrollment.prospect_id == Prospect.id)
+            .where(
+                or_(*(Prospect.email.like(f"%@{domain}") for domain in chunk)),
+                Enrollment.sequence_id.in_(ids),
+                Enrollment.state.in_([s.value for s in ENROLLMENT_LIVE]),
+            )
+        )
+        found.update(email.rsplit("@", 1)[-1] for email in result.scalars())
+    return found & set(wanted)
 
 
 async def transient_bounces(session: AsyncSession, recipient: str, since: datetime) -> int:
