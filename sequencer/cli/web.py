@@ -128,6 +128,7 @@ def web_command(host: str, port: int, verbose: bool) -> None:
             log_config=None,
             server_header=False,
             lifespan="on",
+            ws="none",
             timeout_graceful_shutdown=10,
         )
     )

@@ -334,10 +334,10 @@ async def complete_task(request: Request, engine: Engine) -> dict[str, Any]:
 
 ROUTES = [
     Route(f"{PREFIX}/enrollments", enroll_prospects, methods=["POST"]),
-    Route(f"{PREFIX}/prospects/{{email}}/timeline", timeline, methods=["GET"]),
-    Route(f"{PREFIX}/prospects/{{email}}/pause", pause, methods=["POST"]),
-    Route(f"{PREFIX}/prospects/{{email}}/resume", resume, methods=["POST"]),
-    Route(f"{PREFIX}/prospects/{{email}}/stop", stop, methods=["POST"]),
+    Route(f"{PREFIX}/prospects/{{email:path}}/timeline", timeline, methods=["GET"]),
+    Route(f"{PREFIX}/prospects/{{email:path}}/pause", pause, methods=["POST"]),
+    Route(f"{PREFIX}/prospects/{{email:path}}/resume", resume, methods=["POST"]),
+    Route(f"{PREFIX}/prospects/{{email:path}}/stop", stop, methods=["POST"]),
     Route(f"{PREFIX}/tasks", list_tasks, methods=["GET"]),
     Route(f"{PREFIX}/tasks/{{task_id:int}}/complete", complete_task, methods=["POST"]),
 ]
