@@ -3,6 +3,19 @@ run to the end. Invariant 1 (never twice) and 3 (nothing lost) must hold: no Mes
 twice, every touch ends sent, failed or unknown, and what arrived belongs to a touch that says
 so. Real processes, a real SMTP server on loopback and a real database, on both backends.
 
+How many touches may end `unknown`: a touch is marked `sending` (committed) only once it holds
+one of its mailbox's SMTP connections, and a process that dies leaves exactly its `sending`
+touches in doubt: the next process finds them and settles them as `unknown`, never resending
+them. So the bound is kills x (sends one process can have in flight), and it is checked in one
+place, `check_outcome`, for two shapes of the run:
+
+- **one at a time** (the issue's bound, literally): one mailbox and a runner with
+  SEQUENCER_CONCURRENCY=1, so one send at a time on one SMTP connection: unknown <= kills;
+- **concurrent** (how `sequencer run` is used): two mailboxes, each with an SMTP pool of two
+  connections, and a runner with 8 send slots: at most 2 x 2 = 4 sends are on the wire at
+  once, so unknown <= kills x 4. Touches waiting for a connection are still `queued`, and a
+  kill sends those back to the queue, not to `unknown`.
+
 The helpers here (a project with one immediate email, running the CLI as a subprocess, reading
 touch states) are shared with test_worker_arq.py.
 """
@@ -37,10 +50,15 @@ from sequencer.store.models import Touch
 SECRET = "crash-test-secret-0123456789abcdef"
 SEQUENCE = "crash"
 TEMPLATE = "crash-note"
-#: One immediate email, spread over both mailboxes. The window covers the whole day and
-#: `anytime` lifts even the last minute (23:59-24:00) the window syntax leaves out, so the
-#: test never waits for a window whatever the time of day it runs.
-ONE_EMAIL = f"""\
+#: Both mailboxes, or Ana's alone: sends spread over two SMTP pools, or all on one.
+BOTH_MAILBOXES = (OWNER, OTHER_MAILBOX)
+
+
+def one_email(mailboxes: tuple[str, ...] = BOTH_MAILBOXES) -> str:
+    """One immediate email, spread over ``mailboxes``. The window covers the whole day and
+    `anytime` lifts even the last minute (23:59-24:00) the window syntax leaves out, so the
+    test never waits for a window whatever the time of day it runs."""
+    return f"""\
 description: One immediate email, for crash tests.
 schedule:
   timezone: UTC
@@ -49,13 +67,15 @@ schedule:
 limits:
   min_gap: none
   max_per_week: none
-mailbox: [{OWNER}, {OTHER_MAILBOX}]
+mailbox: [{", ".join(mailboxes)}]
 steps:
   - id: hello
     delay: immediately
     anytime: true
     email: {TEMPLATE}
 """
+
+
 NOTE = """\
 ---
 subject: "A note for {{ prospect.first_name | default('you') }}"
@@ -76,8 +96,6 @@ STOP_TIMEOUT = 30.0
 
 KILLS = 20
 PROSPECTS = 2000
-CONCURRENCY = 8
-IN_FLIGHT_PER_PROCESS = 4  # 2 mailboxes, each with an SMTP pool of 2 connections
 #: Bound on the run to the end after the last kill (20-45 s on a 2-core machine).
 FINISH_TIMEOUT = 150.0
 
@@ -85,10 +103,18 @@ FINISH_TIMEOUT = 150.0
 # --- a project -----------------------------------------------------------------------------
 
 
-def one_email_project(root: Path, smtp_port: int, *, smtp_timeout: float = 5) -> Project:
-    """A project whose one sequence sends one immediate email, from mailboxes that point at
-    the SMTP server on ``smtp_port`` (no TLS, no login) and that no cap or spacing slows."""
-    project = make_project(root, {SEQUENCE: ONE_EMAIL}, templates={TEMPLATE: NOTE}, examples=False)
+def one_email_project(
+    root: Path,
+    smtp_port: int,
+    *,
+    smtp_timeout: float = 5,
+    mailboxes: tuple[str, ...] = BOTH_MAILBOXES,
+) -> Project:
+    """A project whose one sequence sends one immediate email, from ``mailboxes`` that point
+    at the SMTP server on ``smtp_port`` (no TLS, no login) and that no cap or spacing slows."""
+    project = make_project(
+        root, {SEQUENCE: one_email(mailboxes)}, templates={TEMPLATE: NOTE}, examples=False
+    )
     config = yaml.safe_load((root / "sequencer.yaml").read_text())
     for box in config["mailboxes"]:
         box["smtp"] = {
@@ -233,21 +259,81 @@ def tail(log: Path, lines: int = 40) -> str:
 # --- the test ------------------------------------------------------------------------------
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(300)
-async def test_killing_the_runner_never_sends_a_step_twice(
-    database_url: str, tmp_path: Path
-) -> None:
+@dataclass(frozen=True)
+class Shape:
+    """How the killed runner sends: through which mailboxes, with how many send slots."""
+
+    mailboxes: tuple[str, ...]
+    concurrency: int
+    #: The SMTP pool of each mailbox (SmtpSettings.pool_size, the default).
+    connections_per_mailbox: int = 2
+
+    @property
+    def in_flight(self) -> int:
+        """Sends one process can have on the wire at once: a send is marked `sending` only
+        once it holds a connection, and it holds one of its send slots meanwhile."""
+        return min(self.concurrency, len(self.mailboxes) * self.connections_per_mailbox)
+
+
+ONE_AT_A_TIME = Shape(mailboxes=(OWNER,), concurrency=1)
+CONCURRENT = Shape(mailboxes=BOTH_MAILBOXES, concurrency=8)
+
+
+@dataclass(frozen=True)
+class CrashRun:
+    """What a crash run left behind: the touches and what the SMTP server received."""
+
+    rows: list[TouchRow]
+    received: Counter[str]
+    messages: int
+    kills: int
+    runs_that_sent: int
+
+    @property
+    def states(self) -> Counter[str]:
+        return Counter(r.state for r in self.rows)
+
+    @property
+    def unknown_delivered(self) -> int:
+        return sum(1 for r in self.rows if r.state == "unknown" and r.message_id in self.received)
+
+
+def check_outcome(run: CrashRun, shape: Shape, prospects: int) -> None:
+    """The invariants after a crash run, for any shape: one place for the bound on unknown."""
+    states = run.states
+    duplicates = [i for i, n in run.received.items() if n > 1]
+    sent_ids = [r.message_id for r in run.rows if r.state == "sent"]
+    owned = {r.message_id for r in run.rows if r.state in ("sent", "unknown")}
+    assert run.kills >= KILLS
+    # Most kills hit a process in the middle of sending, not one still starting up.
+    assert run.runs_that_sent >= run.kills // 2
+    assert len(run.rows) == prospects
+    assert not duplicates, duplicates[:5]
+    assert set(states) <= {"sent", "failed", "unknown"}, states
+    # A touch becomes unknown only when a process died holding it in `sending`, and a process
+    # holds at most shape.in_flight touches there (see the module docstring).
+    assert states["unknown"] <= run.kills * shape.in_flight, (states, shape)
+    assert all(run.received[i] == 1 for i in sent_ids if i is not None)
+    assert None not in sent_ids
+    assert set(run.received) <= owned
+    assert states["sent"] + run.unknown_delivered == run.messages
+
+
+async def kill_repeatedly(
+    database_url: str, tmp_path: Path, shape: Shape, *, prospects: int = PROSPECTS
+) -> CrashRun:
+    """Enroll ``prospects`` due now, SIGKILL `sequencer run` KILLS times at random moments
+    while it sends, then let one last run finish everything and stop it with SIGTERM."""
     seed = int(os.environ.get("CRASH_SEED") or random.randrange(1 << 32))
     chance = random.Random(seed)
     began = time.monotonic()
     with RecordingSMTPServer() as smtp:
         root = tmp_path / "project"
-        project = one_email_project(root, smtp.port)
-        await enroll_prospects(database_url, project, PROSPECTS)
+        project = one_email_project(root, smtp.port, mailboxes=shape.mailboxes)
+        await enroll_prospects(database_url, project, prospects)
         enrolled = time.monotonic()
         env = cli_env(
-            database_url, SEQUENCER_STALE_AFTER="1", SEQUENCER_CONCURRENCY=str(CONCURRENCY)
+            database_url, SEQUENCER_STALE_AFTER="1", SEQUENCER_CONCURRENCY=str(shape.concurrency)
         )
         kills = runs_that_sent = 0
         for run in range(KILLS):
@@ -277,37 +363,45 @@ async def test_killing_the_runner_never_sends_a_step_twice(
         assert code == 0, tail(log)
         # Its own sends stayed its own, however long the run: none was judged abandoned.
         assert "Traceback" not in log.read_text(errors="replace"), tail(log)
-        received = received_ids(smtp)
-        messages = len(smtp.messages)
+        result = CrashRun(rows, received_ids(smtp), len(smtp.messages), kills, runs_that_sent)
+        connections = smtp.connections
     seconds = time.monotonic() - began
-
-    states = Counter(r.state for r in rows)
-    duplicates = sum(n - 1 for n in received.values() if n > 1)
-    sent_ids = [r.message_id for r in rows if r.state == "sent"]
-    owned = {r.message_id for r in rows if r.state in ("sent", "unknown")}
-    unknown_delivered = sum(1 for r in rows if r.state == "unknown" and r.message_id in received)
+    states = result.states
+    duplicates = sum(n - 1 for n in result.received.values() if n > 1)
     print(
-        f"\ncrash test [{database_url.split(':')[0]}] seed={seed}: kills={kills} "
-        f"(of runs that had sent {runs_that_sent}) "
-        f"prospects={PROSPECTS} sent={states['sent']} unknown={states['unknown']} "
-        f"(delivered {unknown_delivered}) failed={states['failed']} received={messages} "
-        f"(before the last run {sent_before_last_run}) duplicates={duplicates} "
+        f"\ncrash test [{database_url.split(':')[0]}, {len(shape.mailboxes)} mailbox(es), "
+        f"concurrency {shape.concurrency}, at most {shape.in_flight} in flight] seed={seed}: "
+        f"kills={kills} (of runs that had sent {runs_that_sent}) "
+        f"prospects={prospects} sent={states['sent']} unknown={states['unknown']} "
+        f"(delivered {result.unknown_delivered}) failed={states['failed']} "
+        f"received={result.messages} (before the last run {sent_before_last_run}) "
+        f"duplicates={duplicates} smtp connections={connections} "
         f"seconds={seconds:.1f} (enrolling {enrolled - began:.1f}, killing "
         f"{killed - enrolled:.1f}, last run {began + seconds - killed:.1f})"
     )
+    if shape.in_flight == 1:
+        # One connection per process (the runner opens it on its first send), and none more.
+        assert connections <= kills + 1, connections
+    return result
 
-    assert kills >= 20
-    # Most kills hit a process in the middle of sending, not one still starting up.
-    assert runs_that_sent >= kills // 2
-    assert len(rows) == PROSPECTS
-    assert duplicates == 0, [i for i, n in received.items() if n > 1][:5]
-    assert set(states) <= {"sent", "failed", "unknown"}, states
-    # A touch becomes unknown only when a process died holding it in `sending`; a process
-    # has at most CONCURRENCY sends started at once.
-    # A touch is marked `sending` only once it holds one of its mailbox's SMTP connections
-    # (2 mailboxes x 2 connections), so a kill can leave at most that many in doubt.
-    assert states["unknown"] <= kills * IN_FLIGHT_PER_PROCESS, states
-    assert all(received[i] == 1 for i in sent_ids if i is not None)
-    assert None not in sent_ids
-    assert set(received) <= owned
-    assert states["sent"] + unknown_delivered == messages
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+async def test_killing_the_runner_never_sends_a_step_twice(
+    database_url: str, tmp_path: Path
+) -> None:
+    """Concurrent sending: up to CONCURRENT.in_flight touches per kill may end unknown."""
+    run = await kill_repeatedly(database_url, tmp_path, CONCURRENT)
+    check_outcome(run, CONCURRENT, PROSPECTS)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+async def test_killing_a_one_at_a_time_runner_leaves_at_most_one_unknown_per_kill(
+    database_url: str, tmp_path: Path
+) -> None:
+    """The issue's bound literally: one send in flight per process, so unknown <= kills."""
+    assert ONE_AT_A_TIME.in_flight == 1
+    run = await kill_repeatedly(database_url, tmp_path, ONE_AT_A_TIME)
+    check_outcome(run, ONE_AT_A_TIME, PROSPECTS)
+    assert run.states["unknown"] <= run.kills
