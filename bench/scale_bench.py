@@ -7,8 +7,8 @@ How the data is made, in a throwaway PostgreSQL (the test suite's PostgresServer
 2. The rest are bulk-loaded with one `INSERT ... SELECT generate_series` per table, shaped like
    what the engine leaves after an enrollment's first email went out: a prospect, an active
    enrollment with its thread, the first touch `sent` (Message-ID, attempt 1), the second
-   touch `scheduled` three days after that send (so due in the next 0-3 days: none due now),
-   and the `enrolled` and `sent` events. Message-IDs have the engine's form but are not
+   touch `scheduled` three days after that send (due 2 hours to 3 days from now: none due
+   now, however long the load takes), and the `enrolled` and `sent` events. Message-IDs have the engine's form but are not
    signed (those emails are never sent again).
 3. The shape is verified, not assumed: after the worker has sent the due prospects' first
    emails, their rows (made by the engine) and a sample of the bulk rows must have the same
@@ -411,7 +411,7 @@ def report(results: list[SizeResult], due: int, repeat: int, enabled: bool) -> N
         f"Machine: {machine()}",
         "",
         f"{due} enrollments due now (made by `sequencer enroll`), the rest bulk-loaded in the "
-        f"engine's shape (first email sent, second due in 0-3 days). Claim = `claim_due` in "
+        f"engine's shape (first email sent, second due in 2 h to 3 days). Claim = `claim_due` in "
         f"batches of {BATCH} until nothing is due, median of {repeat}, rolled back each time.",
         "",
         "| active enrollments | bulk load s | claim all due, median ms | per batch, median ms "

@@ -96,9 +96,10 @@ def cli(args: list[str], env: dict[str, str], cwd: Path) -> str:
 
 
 # Every time is a function of the prospect id, so each statement can recompute it: the first
-# email went out between 1 minute and 3 days ago, a few seconds after the enrollment.
+# email went out between 1 minute and 3 days less 2 hours ago (so the second is due no sooner
+# than 2 hours from now, however long the load takes), a few seconds after the enrollment.
 def sent_at(pid: str) -> str:
-    return f"(CAST(:now AS timestamptz) - make_interval(secs => 60 + ({pid} * 7919) % 259000))"
+    return f"(CAST(:now AS timestamptz) - make_interval(secs => 60 + ({pid} * 7919) % 252000))"
 
 
 def enrolled_at(pid: str) -> str:
