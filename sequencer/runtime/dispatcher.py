@@ -76,6 +76,9 @@ class Dispatcher:
         self._leader = False
         #: Touches this process is sending right now: alive, whatever their age.
         self.own: set[int] = set()
+        #: The mailbox of each touch being handed out, read with the claim: ``hand_out`` may
+        #: pass it on so the sender need not look it up again (valid during hand-out only).
+        self.mailbox_hints: dict[int, str] = {}
 
     async def hold_lease(self) -> bool:
         async with self.engine.db.transaction() as s:
@@ -101,12 +104,16 @@ class Dispatcher:
             await self.housekeeping()
         async with self.engine.db.transaction() as s:
             ids = await tq.claim_due(s, self.engine.now(), self.batch)
+            self.mailbox_hints = await tq.mailboxes_of(s, ids)
         self.stats.claimed += len(ids)
         handed = 0
-        for touch_id in ids:
-            if (stop is not None and stop.is_set()) or await self.hand_out(touch_id) is False:
-                break
-            handed += 1
+        try:
+            for touch_id in ids:
+                if (stop is not None and stop.is_set()) or await self.hand_out(touch_id) is False:
+                    break
+                handed += 1
+        finally:
+            self.mailbox_hints = {}
         if handed < len(ids):
             async with self.engine.db.transaction() as s:
                 await tq.unclaim(s, ids[handed:], self.engine.now())
@@ -205,20 +212,21 @@ class LocalRunner:
         self.dispatcher = Dispatcher(engine, self._start_send, sender=sender, **options)  # type: ignore[arg-type]
 
     async def _start_send(self, touch_id: int) -> bool:
+        mailbox = self.dispatcher.mailbox_hints.get(touch_id)
         await self.concurrency.acquire()
         if self._stop is not None and self._stop.is_set():
             # The stop came while this waited for a free slot: start nothing new.
             self.concurrency.release()
             return False
         self.dispatcher.own.add(touch_id)
-        task = asyncio.create_task(self._send(touch_id))
+        task = asyncio.create_task(self._send(touch_id, mailbox))
         self.in_flight.add(task)
         task.add_done_callback(self.in_flight.discard)
         return True
 
-    async def _send(self, touch_id: int) -> None:
+    async def _send(self, touch_id: int, mailbox: str | None) -> None:
         try:
-            outcome = await self.sender.send_touch(touch_id)
+            outcome = await self.sender.send_touch(touch_id, mailbox)
             self.dispatcher.stats.count(outcome)
         except Exception:
             # One bad touch never takes the runner down; housekeeping recovers its state.

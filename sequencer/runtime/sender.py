@@ -12,13 +12,21 @@ from enum import StrEnum
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from sequencer.core.config import MailboxConfig
-from sequencer.core.errors import ConfigError, MailboxUnavailable, TemplateError
+from sequencer.core.errors import (
+    ConfigError,
+    InvalidState,
+    MailboxUnavailable,
+    NotFound,
+    TemplateError,
+)
 from sequencer.core.mailbox_config import UnknownOutcome
 from sequencer.core.model import Channel, Sequence, Step, Threading
 from sequencer.core.scheduling import holiday_calendar, schedule_zone
 from sequencer.core.sending import SendContext, Verdict, check_send, retry_delay
 from sequencer.core.states import (
+    TOUCH_PENDING,
     TOUCH_TERMINAL,
+    EnrollmentState,
     EventKind,
     StopReason,
     SuppressionReason,
@@ -36,9 +44,11 @@ from sequencer.mail.compose import (
 )
 from sequencer.mail.imap import append_message, find_message_id, imap_settings
 from sequencer.mail.smtp import SendOutcome, SendResult
+from sequencer.runtime.clock import SystemClock
 from sequencer.runtime.engine import Engine
 from sequencer.runtime.mailboxes import Mailboxes
 from sequencer.runtime.planner import LIMIT_LOOKBACK
+from sequencer.runtime.recent_sends import RecentSends
 from sequencer.store import enrollments as eq
 from sequencer.store import mailboxes as mq
 from sequencer.store import prospects as pq
@@ -47,6 +57,10 @@ from sequencer.store.events import NewEvent, add_events
 from sequencer.store.models import Enrollment, Prospect, Touch
 
 log = logging.getLogger("sequencer.sender")
+
+_TERMINAL = frozenset(st.value for st in TOUCH_TERMINAL)
+#: What a touch may be in when it is completed (Engine._complete allows the same).
+_COMPLETABLE = frozenset(st.value for st in (*TOUCH_PENDING, TouchState.SENDING))
 
 #: A mailbox that cannot connect is left alone this long before its touches are tried again.
 MAILBOX_BACKOFF = timedelta(minutes=5)
@@ -79,6 +93,8 @@ class Prepared:
     recipient: str
     message: bytes
     message_id: str
+    #: The mailbox was marked healthy when this was prepared (no need to mark it again).
+    healthy: bool = True
 
 
 class Sender:
@@ -101,12 +117,18 @@ class Sender:
         self.policy = config.sending if config else None
         self.random = random.Random()
         self._slots: dict[str, asyncio.Semaphore] = {}
+        self._sequence_names: dict[int, str] = {}
+        self._recent = RecentSends(remember=isinstance(engine.clock, SystemClock))
 
-    async def send_touch(self, touch_id: int) -> Outcome:
+    async def send_touch(self, touch_id: int, mailbox: str | None = None) -> Outcome:
+        """Send one touch if it is still due and allowed. ``mailbox``: the address it goes
+        out from, when the caller already read it (the dispatcher does, for a whole batch)."""
+        if mailbox is None:
+            mailbox = await self._mailbox_of(touch_id)
         # Wait for one of the mailbox's connections *before* marking the touch `sending`: a
         # crash then leaves as `unknown` only emails that were really on the wire.
-        async with self._slot(await self._mailbox_of(touch_id)):
-            prepared = await self._prepare(touch_id)
+        async with self._slot(mailbox):
+            prepared = await self._prepare(touch_id, mailbox)
             if isinstance(prepared, Outcome):
                 return prepared
             try:
@@ -118,11 +140,17 @@ class Sender:
 
     async def _mailbox_of(self, touch_id: int) -> str | None:
         async with self.engine.db.transaction() as s:
-            touch = await tq.get_touch(s, touch_id)
-            if touch is None:
-                return None
-            enrollment = await eq.get_enrollment(s, touch.enrollment_id)
-        return (enrollment.mailbox or enrollment.owner) if enrollment else None
+            return (await tq.mailboxes_of(s, [touch_id])).get(touch_id)
+
+    async def _sequence(self, s: AsyncSession, enrollment: Enrollment) -> Sequence:
+        """The enrollment's sequence; the id-to-name lookup is remembered (names never change
+        for an id), the definition is always the engine's current one."""
+        name = self._sequence_names.get(enrollment.sequence_id)
+        if name is not None and name in self.engine.sequences:
+            return self.engine.sequences[name]
+        sequence = await self.engine._sequence_for(s, enrollment)
+        self._sequence_names[enrollment.sequence_id] = sequence.name
+        return sequence
 
     def _slot(self, address: str | None) -> asyncio.Semaphore:
         """At most as many sends in flight per mailbox as it has SMTP connections."""
@@ -140,24 +168,28 @@ class Sender:
 
     # --- before SMTP ------------------------------------------------------------------------
 
-    async def _prepare(self, touch_id: int) -> Prepared | Outcome:
+    async def _prepare(self, touch_id: int, slot: str | None) -> Prepared | Outcome:
         engine = self.engine
         async with engine.db.transaction() as s:
             now = engine.now()
-            touch = await tq.get_touch(s, touch_id, lock=True)
-            if touch is None or touch.state in {st.value for st in TOUCH_TERMINAL}:
+            found = await tq.touch_for_sending(s, touch_id)
+            if found is None:
                 return Outcome.SKIPPED
-            if touch.state == TouchState.SENDING.value:
-                return Outcome.SKIPPED  # another attempt is in flight, or recovery will judge it
-            enrollment = await eq.get_enrollment(s, touch.enrollment_id, lock=True)
-            assert enrollment is not None
-            sequence = await engine._sequence_for(s, enrollment)
+            touch, enrollment, prospect = found
+            if touch.state in _TERMINAL or touch.state == TouchState.SENDING.value:
+                # Done already; or another attempt is in flight, or recovery will judge it.
+                return Outcome.SKIPPED
+            address = enrollment.mailbox or enrollment.owner
+            if slot is not None and address != slot:
+                # The enrollment moved to another mailbox since the touch was claimed: this
+                # holds the wrong mailbox's connection slot, so it goes back to the queue.
+                await tq.set_touch_state(s, [touch.id], TouchState.SCHEDULED, now)
+                return Outcome.SKIPPED
+            sequence = await self._sequence(s, enrollment)
             step = _step(sequence, touch.step_id)
-            prospect = (await pq.get_prospects(s, [touch.prospect_id]))[touch.prospect_id]
             if step is None or step.channel is not Channel.EMAIL:
                 await engine._cancel(s, [touch], now, "the step is no longer an email step")
                 return Outcome.CANCELLED
-            address = enrollment.mailbox or enrollment.owner
             box = self.mailboxes.box(address)
             if box is None:
                 await self._reschedule(s, touch, now + MAILBOX_BACKOFF, now)
@@ -197,6 +229,7 @@ class Sender:
                 return Outcome.FAILED
             await tq.mark_sending(s, touch.id, email.message_id, touch.template, now)
             await mq.update_mailbox(s, address, now, last_sent_at=now)
+            self._recent.add(address, now)
             if email.in_reply_to is None:
                 await eq.set_thread(s, enrollment.id, email.subject, email.message_id)
             return Prepared(
@@ -205,6 +238,7 @@ class Sender:
                 prospect.email,
                 message_bytes(build_message(email)),
                 email.message_id,
+                healthy=state.healthy,
             )
 
     async def _check(
@@ -222,10 +256,16 @@ class Sender:
     ) -> Outcome | None:
         """The last check, under the row locks; None when the touch may go out now."""
         blocked = await pq.suppressed(s, [prospect.email])
-        contacts = (await tq.contact_times(s, [prospect.id], now - LIMIT_LOOKBACK)).get(
-            prospect.id, []
-        )
+        limits = sequence.limits
+        contacts: list[datetime] = []
+        if limits.min_gap is not None or limits.max_per_week is not None:
+            # Without either limit the prospect's other touches cannot hold this one back.
+            contacts = (await tq.contact_times(s, [prospect.id], now - LIMIT_LOOKBACK)).get(
+                prospect.id, []
+            )
         policy = self.policy
+        company_limit = policy.company_daily_limit if policy else None
+        cap = box.limits.daily_cap
         context = SendContext(
             now=now,
             enrollment_state=enrollment.state,
@@ -238,21 +278,19 @@ class Sender:
             prospect_contacts=[
                 t for t in contacts if t <= now and abs((t - touch.due_at).total_seconds()) > 1
             ],
-            limits=sequence.limits,
+            limits=limits,
             mailbox_paused_until=paused_until,
-            mailbox_sends=await mq.mailbox_sends(s, box.address, now, box.limits.daily_cap),
-            daily_cap=box.limits.daily_cap,
+            mailbox_sends=await self._recent.at_cap(s, box.address, cap, last_sent_at, now),
+            daily_cap=cap,
             last_sent_at=last_sent_at,
             min_spacing=box.limits.min_spacing.fixed_duration()
             or box.limits.min_spacing.approximate(),
             company_sends=(
-                await mq.company_sends(
-                    s, prospect.domain, now, policy.company_daily_limit if policy else None
-                )
-                if prospect.domain
+                await mq.company_sends(s, prospect.domain, now, company_limit)
+                if prospect.domain and company_limit is not None
                 else []
             ),
-            company_limit=policy.company_daily_limit if policy else None,
+            company_limit=company_limit,
         )
         check = check_send(context)
         if check.verdict is Verdict.SEND:
@@ -336,7 +374,7 @@ class Sender:
     ) -> list[Touch]:
         """The emails this one replies under: those since the last thread start. Empty when
         this email starts a thread (the first email, or a step with `thread: new`)."""
-        if step.thread is Threading.NEW:
+        if step.thread is Threading.NEW or _first_email(sequence, step):
             return []
         sent = await tq.sent_emails(s, enrollment.id)
         starts = {st.id for st in sequence.steps if st.thread is Threading.NEW}
@@ -351,17 +389,7 @@ class Sender:
 
     async def _record(self, prepared: Prepared, result: SendResult) -> Outcome:
         if result.outcome is SendOutcome.ACCEPTED:
-            async with self.engine.db.transaction() as s:
-                now = self.engine.now()
-                await self.engine._complete(
-                    s,
-                    prepared.touch_id,
-                    TouchState.SENT,
-                    now,
-                    EventKind.SENT,
-                    {"message_id": prepared.message_id, "mailbox": prepared.mailbox},
-                )
-                await mq.mark_healthy(s, prepared.mailbox, now)
+            await self._record_sent(prepared)
             await self._save_to_sent(prepared)
             return Outcome.SENT
         if result.outcome is SendOutcome.MAILBOX_DOWN:
@@ -405,6 +433,40 @@ class Sender:
                 return Outcome.DEFERRED
             await self._unknown(s, touch, enrollment, prepared, words, now)
         return Outcome.UNKNOWN
+
+    async def _record_sent(self, prepared: Prepared) -> None:
+        """The server took the email: `sent`, the event, and the enrollment's next step
+        planned from now. What Engine._complete does for any touch, in fewer round trips:
+        touch, enrollment and prospect in one read, the sequence from memory, and no look for
+        a rep task (an email step never has one)."""
+        engine = self.engine
+        async with engine.db.transaction() as s:
+            now = engine.now()
+            found = await tq.touch_for_sending(s, prepared.touch_id)
+            if found is None:
+                raise NotFound(f"no touch {prepared.touch_id}")
+            touch, enrollment, prospect = found
+            if touch.state not in _COMPLETABLE:
+                raise InvalidState(f"touch {touch.id} is already {touch.state}")
+            await tq.set_touch_state(s, [touch.id], TouchState.SENT, now, completed=True)
+            sequence = await self._sequence(s, enrollment)
+            data: dict[str, object] = {
+                "step": touch.step_id,
+                "attempt": touch.step_index + 1,
+                "total": len(sequence.steps),
+                "channel": touch.channel,
+                "template": touch.template,
+                "message_id": prepared.message_id,
+                "mailbox": prepared.mailbox,
+            }
+            await add_events(
+                s, [NewEvent(touch.prospect_id, EventKind.SENT, now, enrollment.id, touch.id, data)]
+            )
+            if enrollment.state == EnrollmentState.ACTIVE.value:
+                # Paused: resume plans the next step; ended: nothing more.
+                await engine.planner.plan(s, sequence, [(enrollment, prospect, now)], now)
+            if not prepared.healthy:
+                await mq.mark_healthy(s, prepared.mailbox, now)
 
     async def _bounce(
         self,
@@ -590,6 +652,17 @@ def _step(sequence: Sequence, step_id: str) -> Step | None:
         if step.id == step_id:
             return step
     return None
+
+
+def _first_email(sequence: Sequence, step: Step) -> bool:
+    """No email step comes before ``step``: nothing can have been sent for it to thread
+    under (later steps are only planned once this one is done)."""
+    for earlier in sequence.steps:
+        if earlier.id == step.id:
+            return True
+        if earlier.channel is Channel.EMAIL:
+            return False
+    return True
 
 
 async def settle_unknown(

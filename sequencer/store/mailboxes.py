@@ -20,12 +20,15 @@ async def mailbox_state(
 ) -> MailboxState:
     """The mailbox's row, created on first use. With ``lock``, sends from one mailbox are
     serialised, so spacing and caps hold across workers."""
-    await session.execute(
-        insert_ignore(session, MailboxState).values(address=address, healthy=True, updated_at=now)
-    )
     statement = select(MailboxState).where(MailboxState.address == address)
     if lock:
         statement = for_update(session, statement)
+    found = (await session.execute(statement)).scalar_one_or_none()
+    if found is not None:
+        return found
+    await session.execute(
+        insert_ignore(session, MailboxState).values(address=address, healthy=True, updated_at=now)
+    )
     return (await session.execute(statement)).scalar_one()
 
 

@@ -303,6 +303,36 @@ async def claim_due(session: AsyncSession, now: datetime, limit: int) -> list[in
     return ids
 
 
+async def mailboxes_of(session: AsyncSession, touch_ids: Iterable[int]) -> dict[int, str]:
+    """The mailbox each touch is sent from (its enrollment's mailbox, else the owner's)."""
+    wanted = list(set(touch_ids))
+    if not wanted:
+        return {}
+    result = await session.execute(
+        select(Touch.id, func.coalesce(Enrollment.mailbox, Enrollment.owner))
+        .join(Enrollment, Enrollment.id == Touch.enrollment_id)
+        .where(Touch.id.in_(wanted))
+    )
+    return {touch_id: mailbox for touch_id, mailbox in result.all()}
+
+
+async def touch_for_sending(
+    session: AsyncSession, touch_id: int
+) -> tuple[Touch, Enrollment, Prospect] | None:
+    """A touch with its enrollment and prospect in one round trip; on PostgreSQL the touch
+    and enrollment rows are locked (SQLite has one writer at a time instead)."""
+    statement = (
+        select(Touch, Enrollment, Prospect)
+        .join(Enrollment, Enrollment.id == Touch.enrollment_id)
+        .join(Prospect, Prospect.id == Touch.prospect_id)
+        .where(Touch.id == touch_id)
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        statement = statement.with_for_update(of=[Touch, Enrollment])
+    row = (await session.execute(statement)).one_or_none()
+    return None if row is None else (row[0], row[1], row[2])
+
+
 async def unclaim(session: AsyncSession, touch_ids: Iterable[int], now: datetime) -> None:
     """Claimed touches that were never handed out (the process is stopping) go back to
     `scheduled`; a touch that moved on meanwhile is left as it is."""
