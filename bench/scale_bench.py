@@ -7,8 +7,9 @@ How the data is made, in a throwaway PostgreSQL (the test suite's PostgresServer
 2. The rest are bulk-loaded with one `INSERT ... SELECT generate_series` per table, shaped like
    what the engine leaves after an enrollment's first email went out: a prospect, an active
    enrollment with its thread, the first touch `sent` (Message-ID, attempt 1), the second
-   touch `scheduled` three days after that send (due 2 hours to 3 days from now: none due
-   now, however long the load takes), and the `enrolled` and `sent` events. Message-IDs have the engine's form but are not
+   touch `scheduled` three days after that send (the first went out 1 to 3 days ago, so the
+   second is due 2 hours to 2 days from now: none due now, however long the load takes), and
+   the `enrolled` and `sent` events. Message-IDs have the engine's form but are not
    signed (those emails are never sent again).
 3. The shape is verified, not assumed: after the worker has sent the due prospects' first
    emails, their rows (made by the engine) and a sample of the bulk rows must have the same
@@ -411,7 +412,7 @@ def report(results: list[SizeResult], due: int, repeat: int, enabled: bool) -> N
         f"Machine: {machine()}",
         "",
         f"{due} enrollments due now (made by `sequencer enroll`), the rest bulk-loaded in the "
-        f"engine's shape (first email sent, second due in 2 h to 3 days). Claim = `claim_due` in "
+        f"engine's shape (first email sent 1-3 days ago, second due in 2 h to 2 days). Claim = `claim_due` in "
         f"batches of {BATCH} until nothing is due, median of {repeat}, rolled back each time.",
         "",
         "| active enrollments | bulk load s | claim all due, median ms | per batch, median ms "

@@ -96,10 +96,13 @@ def cli(args: list[str], env: dict[str, str], cwd: Path) -> str:
 
 
 # Every time is a function of the prospect id, so each statement can recompute it: the first
-# email went out between 1 minute and 3 days less 2 hours ago (so the second is due no sooner
-# than 2 hours from now, however long the load takes), a few seconds after the enrollment.
+# email went out between 1 and 3 days (less 2 hours) ago, a few seconds after the enrollment,
+# so the second is due between 2 hours and 2 days from now, however long the load takes. Sends
+# older than a day keep the mailboxes' 24-hour history realistic: two mailboxes sending a
+# third of a million emails in the last day would be over any real daily cap, and the send
+# check reads up to `daily_cap` of those times.
 def sent_at(pid: str) -> str:
-    return f"(CAST(:now AS timestamptz) - make_interval(secs => 60 + ({pid} * 7919) % 252000))"
+    return f"(CAST(:now AS timestamptz) - make_interval(secs => 86460 + ({pid} * 7919) % 165000))"
 
 
 def enrolled_at(pid: str) -> str:
