@@ -79,6 +79,19 @@ _AWAY = re.compile(
     | 不在 | 休暇 | 出張""",
     re.IGNORECASE | re.VERBOSE,
 )
+# Words of which every match of _AWAY holds one (once case and spacing are set aside, see
+# _plain): a text with none of them cannot match, and is not searched. Searching ~45 words is
+# some twenty times faster than the regular expression's alternatives at every position.
+_AWAY_WORDS = (
+    "office", "ooo", "leave", "vacation", "holiday", "sabbatical", "i am", "i'm", "i will be",
+    "currently", "away", "limited", "town", "abwesend", "büro", "haus", "urlaub", "erreichbar",
+    "elternzeit", "dienstreise", "abwesenheit", "absent", "congé", "vacances", "bureau",
+    "déplacement", "oficina", "vacaciones", "ausente", "permiso", "fuori", "ferie", "assente",
+    "vacanza", "afwezig", "vakantie", "kantoor", "férias", "escritório", "frånvarande",
+    "semester", "ledig", "fraværende", "休假", "不在", "出差", "休暇", "出張",
+)  # fmt: skip
+# Case-insensitive matching takes these for their plain letters; casefold() does not.
+_CASE_EXTRAS = str.maketrans({"ı": "i", "\u0307": None})
 # What makes a text a canned notice rather than a person saying they are away.
 _TEMPLATE = re.compile(
     r"""thank\s+you\s+for\s+your\s+(?:e-?mail|message|mail) | limited\s+access\s+to
@@ -247,8 +260,18 @@ def noreply_sender(sender: str | None) -> str | None:
 
 def out_of_office_phrase(text: str) -> str | None:
     """The words in ``text`` saying its writer is away ("out of the office", "im Urlaub")."""
-    match = _AWAY.search(text[:3000])
+    text = text[:3000]
+    plain = _plain(text)
+    if not any(word in plain for word in _AWAY_WORDS):
+        return None
+    match = _AWAY.search(text)
     return " ".join(match.group(0).split()) if match else None
+
+
+def _plain(text: str) -> str:
+    """``text`` case-folded with every run of whitespace one space: a word that a
+    case-insensitive pattern (``\\s+`` between words) finds in ``text`` is a substring of it."""
+    return " ".join(text.casefold().translate(_CASE_EXTRAS).split())
 
 
 def return_date(text: str, today: date) -> date | None:

@@ -2,8 +2,9 @@
 cursor moved, all in one transaction, so a message is never lost nor acted on twice.
 
 A backlog (thousands of messages after downtime) is processed a batch per transaction
-(``InboxProcessor.batch``): the cursor moves once per batch, and lookups that would be made for
-every message (is this sender anyone we know?) are made once for all of them.
+(``InboxProcessor.batch``): the cursor moves once per batch, the messages are recorded in one
+statement, and lookups that would be made for every message (is this sender anyone we know?
+was this message recorded before?) are made once for all of them.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -78,11 +80,28 @@ class InboxBatch:
     now: datetime
     classified: dict[int, tuple[bytes, Classification]]
     lookups: _Lookups
+    recorded: set[int]  # UIDs of this folder's messages already recorded
+    pending: list[dict[str, Any]] = field(default_factory=list)  # records not yet written
     last_uid: int | None = None
 
     def pass_over(self, uid: int) -> None:
         """Move the cursor past ``uid`` (when the batch commits) without acting on it."""
         self.last_uid = uid if self.last_uid is None else max(self.last_uid, uid)
+
+    def record(self, values: dict[str, Any]) -> bool:
+        """Note a message's record for writing with the others; False when it was recorded
+        before (seen twice: processed once)."""
+        if values["uid"] in self.recorded:
+            return False
+        self.recorded.add(values["uid"])
+        self.pending.append(values)
+        return True
+
+    async def flush(self) -> None:
+        """Write the records noted so far (before anything that reads them)."""
+        if self.pending:
+            await iq.record_messages(self.session, self.pending)
+            self.pending = []
 
 
 # The batch open in this task, if any: process() calls for its folder join it.
@@ -136,12 +155,14 @@ class InboxProcessor:
         }
         async with self.engine.db.transaction() as s:
             lookups = await self._lookups(s, [c for _, c in classified.values()])
-            batch = InboxBatch(s, mailbox, folder, uidvalidity, now, classified, lookups)
+            recorded = await iq.recorded_uids(s, mailbox, folder, uidvalidity, list(classified))
+            batch = InboxBatch(s, mailbox, folder, uidvalidity, now, classified, lookups, recorded)
             token = _open_batch.set(batch)
             try:
                 yield batch
             finally:
                 _open_batch.reset(token)
+            await batch.flush()
             if batch.last_uid is not None:
                 await iq.set_cursor(s, mailbox, folder, uidvalidity, batch.last_uid, now)
 
@@ -158,7 +179,7 @@ class InboxProcessor:
             result,
             batch.now,
             arrival_time(raw, batch.now),
-            batch.lookups,
+            batch,
         )
         batch.pass_over(uid)
         return handled
@@ -190,8 +211,9 @@ class InboxProcessor:
         c: Classification,
         now: datetime,
         arrived: datetime | None = None,
-        lookups: _Lookups | None = None,
+        batch: InboxBatch | None = None,
     ) -> Handled:
+        lookups = batch.lookups if batch is not None else None
         matched = await self._match(s, mailbox, c, lookups)
         details: dict[str, object] = {
             "reason": c.reason,
@@ -202,25 +224,26 @@ class InboxProcessor:
         }
         if c.kind is InboundKind.BOUNCE and c.permanent is False and c.recipients:
             details["transient_recipient"] = c.recipients[0]
-        inbound_id = await iq.record_message(
-            s,
-            {
-                "mailbox": mailbox,
-                "folder": folder,
-                "uidvalidity": uidvalidity,
-                "uid": uid,
-                "message_id": (c.message_id or "")[:998] or None,
-                "sender": (c.sender or "")[:254] or None,
-                "subject": c.subject[:2000],
-                "kind": c.kind.value,
-                "enrollment_id": matched[0].id if matched else None,
-                "details": details,
-                # With processed_at (the moment any stop happened): reply-to-stop latency.
-                "received_at": arrived,
-                "processed_at": now,
-            },
-        )
-        handled = Handled(c, duplicate=inbound_id is None, enrollments=[e.id for e in matched])
+        record: dict[str, Any] = {
+            "mailbox": mailbox,
+            "folder": folder,
+            "uidvalidity": uidvalidity,
+            "uid": uid,
+            "message_id": (c.message_id or "")[:998] or None,
+            "sender": (c.sender or "")[:254] or None,
+            "subject": c.subject[:2000],
+            "kind": c.kind.value,
+            "enrollment_id": matched[0].id if matched else None,
+            "details": details,
+            # With processed_at (the moment any stop happened): reply-to-stop latency.
+            "received_at": arrived,
+            "processed_at": now,
+        }
+        if batch is not None:
+            new = batch.record(record)
+        else:
+            new = await iq.record_message(s, record) is not None
+        handled = Handled(c, duplicate=not new, enrollments=[e.id for e in matched])
         if handled.duplicate:
             return handled
         kind = c.kind
@@ -238,6 +261,8 @@ class InboxProcessor:
         elif kind is InboundKind.UNSUBSCRIBE and c.sender:
             handled.action = await self._unsubscribe(s, c.sender, now)
         elif kind is InboundKind.BOUNCE:
+            if batch is not None:
+                await batch.flush()  # bounces count the earlier ones recorded
             handled.action = await self._bounce(s, matched, c, now)
         return handled
 

@@ -10,7 +10,7 @@ from sqlalchemy import func, or_, select, union, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from sequencer.core.states import ENROLLMENT_LIVE
-from sequencer.store.dialect import insert_ignore
+from sequencer.store.dialect import execute_many, insert_ignore
 from sequencer.store.models import (
     Enrollment,
     InboundMessage,
@@ -31,6 +31,30 @@ async def record_message(session: AsyncSession, values: dict[str, Any]) -> int |
     )
     row = result.first()
     return int(row[0]) if row else None
+
+
+async def record_messages(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    """Insert many inbound messages in one statement (same keys in every row); any already
+    recorded are left as they are."""
+    await execute_many(session, insert_ignore(session, InboundMessage), rows)
+
+
+async def recorded_uids(
+    session: AsyncSession, mailbox: str, folder: str, uidvalidity: int, uids: list[int]
+) -> set[int]:
+    """Those of ``uids`` recorded for this folder and UIDVALIDITY."""
+    found: set[int] = set()
+    for start in range(0, len(uids), _CHUNK):
+        result = await session.execute(
+            select(InboundMessage.uid).where(
+                InboundMessage.mailbox == mailbox,
+                InboundMessage.folder == folder,
+                InboundMessage.uidvalidity == uidvalidity,
+                InboundMessage.uid.in_(uids[start : start + _CHUNK]),
+            )
+        )
+        found.update(int(uid) for uid in result.scalars())
+    return found
 
 
 async def cursor(session: AsyncSession, mailbox: str, folder: str) -> tuple[int, int] | None:
