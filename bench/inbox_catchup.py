@@ -46,6 +46,7 @@ from latency_common import (
     lead,
     library_engine,
     read_only,
+    run_to_file,
     write_project,
 )
 from servers.dovecot import DovecotServer
@@ -396,8 +397,11 @@ def main() -> None:
             raise SystemExit(f"the plain loop fetched {fetched} messages, not {args.messages}")
 
         # Back up: the engine catches up.
-        engine_s, engine_rss, out = run_measured(
-            [*SEQUENCER, "inbox", "check", ANA, "--catch-up", "--json"], env, work
+        engine_s, engine_rss, out = run_to_file(
+            [*SEQUENCER, "inbox", "check", ANA, "--catch-up", "--json"],
+            env,
+            work,
+            work / "catch-up.json",
         )
         (report,) = json.loads(out)
         catch_up = report["catch_up"]

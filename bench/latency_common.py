@@ -89,6 +89,23 @@ def write_project(
     return env
 
 
+def run_to_file(
+    args: list[str], env: dict[str, str], cwd: Path, out: Path
+) -> tuple[float, int, str]:
+    """(seconds, peak RSS in MiB, stdout) of one child process whose output goes to a file
+    (common.run_measured reads it through a pipe only at the end: a child writing more than
+    the pipe holds would wait forever); exits naming the command if it fails."""
+    start = time.perf_counter()
+    with out.open("wb") as stdout, out.with_suffix(".err").open("wb") as stderr:
+        process = subprocess.Popen(args, env=env, cwd=cwd, stdout=stdout, stderr=stderr)
+        _, status, usage = os.wait4(process.pid, 0)
+    elapsed = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status) != 0:
+        err = out.with_suffix(".err").read_text(errors="replace")
+        raise SystemExit(f"{' '.join(args)} failed:\n{err[-3000:]}")
+    return elapsed, usage.ru_maxrss // 1024, out.read_text()
+
+
 def database_url(work: Path) -> str:
     return f"sqlite+aiosqlite:///{work / 'sequencer.db'}"
 
