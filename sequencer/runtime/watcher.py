@@ -251,7 +251,7 @@ class MailboxWatcher:
                     while not halt.is_set():
                         self.folder_states[folder] = "catching up"
                         try:
-                            await self._catch_up(imap, folder, uidvalidity, halt)
+                            await self._catch_up(imap, folder, uidvalidity, halt, keep=False)
                         except _TryAgain as again:
                             await _wait(halt, self.backoff * 2 ** (again.attempts - 1))
                             continue
@@ -343,10 +343,13 @@ class MailboxWatcher:
         folder: str,
         uidvalidity: int,
         halt: asyncio.Event | None = None,
+        *,
+        keep: bool = True,
     ) -> list[Handled]:
         """Process every message after the stored cursor, oldest first (until ``halt``): the
         new UIDs are asked for once, then fetched and processed ``batch`` at a time; then asked
-        for again, for what arrived meanwhile."""
+        for again, for what arrived meanwhile. Returns what was processed, unless ``keep`` is
+        false (a long-running watcher catching up on a large backlog keeps nothing)."""
         async with self.engine.db.transaction() as s:
             stored = await iq.cursor(s, self.address, folder)
         if stored is None or stored[0] != uidvalidity:
@@ -366,7 +369,9 @@ class MailboxWatcher:
                 chunk = uids[start : start + self.batch]
                 fetched = await imap.uid_fetch(chunk, max_bytes=MAX_MESSAGE_BYTES)
                 if fetched:
-                    handled += await self._handle(folder, uidvalidity, fetched, halt)
+                    done = await self._handle(folder, uidvalidity, fetched, halt)
+                    if keep:
+                        handled += done
                 last = chunk[-1]
 
     async def _handle(
