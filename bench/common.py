@@ -9,6 +9,7 @@ import platform
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -61,20 +62,22 @@ def record(text: str, *, enabled: bool = True) -> None:
 
 
 def run_measured(args: list[str], env: Mapping[str, str], cwd: Path) -> tuple[float, int, str]:
-    """(seconds, peak RSS in MiB, stdout) of one child process; exits naming it if it fails."""
+    """(seconds, peak RSS in MiB, stdout) of one child process; exits naming it if it fails.
+    Output goes through temporary files, so a chatty child never blocks on a full pipe."""
     import time
 
-    start = time.perf_counter()
-    proc = subprocess.Popen(
-        args, env=dict(env), cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
-    _, status, usage = os.wait4(proc.pid, 0)
-    elapsed = time.perf_counter() - start
-    out = proc.stdout.read().decode() if proc.stdout else ""
-    err = proc.stderr.read().decode() if proc.stderr else ""
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"{' '.join(args)} failed:\n{err}")
-    return elapsed, usage.ru_maxrss // 1024, out
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        start = time.perf_counter()
+        proc = subprocess.Popen(args, env=dict(env), cwd=cwd, stdout=out, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        elapsed = time.perf_counter() - start
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read().decode(), err.read().decode()
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(args)} failed:\n{stderr}")
+    return elapsed, usage.ru_maxrss // 1024, stdout
 
 
 def copy_project(work: Path) -> None:
