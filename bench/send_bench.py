@@ -407,6 +407,7 @@ def main() -> None:
     for mode in modes:
         print(f"{mode}: {args.count:,} touches ...", file=sys.stderr)
         *table, note = measure_mode(mode, args.count, args.workers)
+        print("\n".join(table), file=sys.stderr)  # kept even if a later mode fails
         rows += table
         notes.append(note.removeprefix("<!-- ").removesuffix(" -->"))
     lines = [

@@ -133,7 +133,10 @@ class Dispatcher:
                 s, TouchState.QUEUED, now - self.stale_after
             )
             stuck_queued = [t for t in stuck_queued if t not in self.own]
-            await tq.set_touch_state(s, stuck_queued, TouchState.SCHEDULED, now)
+            # Only those still `queued`: on PostgreSQL a worker may be sending one right now
+            # (a job that waited in Redis longer than stale_after), and an unconditional update
+            # would turn its `sent` back into `scheduled`, to be sent again.
+            await tq.unclaim(s, stuck_queued, now)
             stuck_sending = await tq.touches_in_state_before(
                 s, TouchState.SENDING, now - self.stale_after
             )
