@@ -134,41 +134,16 @@ def _sequence(out: Console, q: SequenceFigures) -> None:
         f"[bold]{g.replied} replied ({percent(q.reply_rate)} of people emailed)[/bold], "
         f"{g.bounced} bounced, {g.unsubscribed} unsubscribed, {g.out_of_office} out of office"
     )
-    grid = _right(
-        table(
-            "#",
-            "step",
-            "channel",
-            "content",
-            "sent",
-            "replied",
-            "rate",
-            "bounced",
-            "unsub",
-            "ooo",
-            "failed",
-            "unknown",
-            "to come",
-        ),
-        0,
-        4,
-        5,
-        6,
-        7,
-        8,
-        9,
-        10,
-        11,
-        12,
-    )
+    columns = ("#", "step", "content", "sent", "replied", "rate", "bounced", "unsub", "ooo")
+    grid = _right(table(*columns, "failed", "unknown", "to come"), 0, *range(3, len(columns) + 3))
     for s in q.steps:
-        sent = s.sent if s.channel == "email" else s.done
+        email = s.channel in ("email", "")
+        content = s.content if email else f"{s.channel}: {s.content}".rstrip(": ")
         grid.add_row(
             str(s.position),
             escape(s.step + ("" if s.in_sequence else " (removed)")),
-            s.channel,
-            escape(s.content),
-            f"{sent}" + ("" if s.channel == "email" else " done"),
+            escape(content),
+            str(s.sent) if email else f"{s.done} done",
             str(s.signals.replied),
             percent(s.reply_rate),
             str(s.signals.bounced),
@@ -229,7 +204,7 @@ def _idle(out: Console, report: Report) -> None:
         out.print("  every live lead has something planned")
         return
     out.print("  live, with no touch to come, no open task and no stop reason:", style="dim")
-    grid = table("prospect", "name", "sequence", "why", "since")
+    grid = _right(table("prospect", "name", "sequence", "why", "since"))
     for lead in report.idle:
         grid.add_row(
             *(escape(v) for v in (lead.email, lead.name, lead.sequence, lead.why)),
@@ -259,6 +234,9 @@ def _stuck(out: Console, report: Report) -> None:
 
 
 def _right(grid: Table, *columns: int) -> Table:
-    for index in columns:
-        grid.columns[index].justify = "right"
+    """Numbers right-aligned; in a narrow terminal, long names fold instead of being cut."""
+    for index, column in enumerate(grid.columns):
+        column.overflow = "fold"
+        if index in columns:
+            column.justify = "right"
     return grid

@@ -376,6 +376,7 @@ def _step_figures(
     """Steps in the sequence's order (the file's, else the stored version's), then steps
     removed since, by where they stood."""
     defined = {st.id: st for st in model.steps} if model else {}
+    stored = set(known.steps if known else ())
     order = list(defined) if model else list(known.steps if known else ())
     seen_at: dict[str, int] = {}
     channels: dict[str, str] = {}
@@ -405,7 +406,7 @@ def _step_figures(
                 position=position,
                 channel=channel,
                 content=content,
-                in_sequence=step is not None or (model is None and step_id in order),
+                in_sequence=step is not None or (model is None and step_id in stored),
                 sent=by_state[TouchState.SENT.value],
                 done=by_state[TouchState.DONE.value],
                 signals=got,

@@ -182,12 +182,14 @@ async def touch_counts(session: AsyncSession, sequence_id: int | None = None) ->
 async def signal_counts(session: AsyncSession, sequence_id: int | None = None) -> list[SignalCount]:
     """Replies, bounces, unsubscribes and out-of-office replies per sequence, step, template
     and (for replies) attempt number."""
+    # The events to count, as a table the rest is joined to (an IN list here makes SQLite
+    # probe it once per enrollment when a sequence is chosen).
     chosen = union_all(
-        select(Event.id).where(Event.kind.in_(EVERY_TIME)),
+        select(Event.id.label("id")).where(Event.kind.in_(EVERY_TIME)),
         select(func.min(Event.id))
         .where(Event.kind.in_(ONCE_PER_ENROLLMENT), Event.enrollment_id.is_not(None))
         .group_by(Event.enrollment_id, Event.kind),
-    ).subquery()
+    ).cte("chosen")
     earlier = aliased(Touch)
     last_out = (
         select(earlier.id)
@@ -208,8 +210,9 @@ async def signal_counts(session: AsyncSession, sequence_id: int | None = None) -
             Event.kind,
             func.coalesce(Event.touch_id, last_out).label("touch_id"),
         )
-        .where(Event.id.in_(select(chosen.c.id)))
-        .subquery()
+        .select_from(chosen)
+        .join(Event, Event.id == chosen.c.id)
+        .cte("signal")
     )
     answered = aliased(Touch)
     before = aliased(Touch)

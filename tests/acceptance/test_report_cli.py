@@ -103,7 +103,7 @@ def test_a_report_after_the_first_emails(run: Runner, smtp: RecordingSMTPServer)
     assert "5 people emailed, 5 emails sent; 0 replied (0% of people emailed)" in text.out
     intro = next(line for line in text.out.splitlines() if line.split()[:2] == ["1", "intro"])
     # sent 5, replied 0, rate 0%, ..., and 4 still to come
-    assert intro.split()[2:7] == ["email", "cold-intro", "5", "0", "0%"]
+    assert intro.split()[2:6] == ["cold-intro", "5", "0", "0%"]
     assert intro.split()[-1] == "4"
     assert "Leads not being worked: 0" in text.out
     assert "Touches that need a human: 0 failed, 0 unknown" in text.out

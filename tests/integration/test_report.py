@@ -13,7 +13,16 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from helpers import NEW_YORK, enroll_rows, move_to, people, person, touches
+from helpers import (
+    NEW_YORK,
+    enroll_rows,
+    load,
+    move_to,
+    people,
+    person,
+    project_at,
+    touches,
+)
 from rich.console import Console
 from servers.smtp import FaultySMTPServer
 from test_inbox_actions import MAILBOX, bounce, reply
@@ -189,6 +198,10 @@ async def test_every_figure_matches_the_scenario(database_url: str, tmp_path: Pa
         with pytest.raises(NotFound, match=r"did you mean 'reported'\?"):
             await build_report(engine, "reportd")
         unused = await build_report(engine, "post-sale-thank-you")
+        # The file is deleted: the figures still come from the database.
+        (tmp_path / "sequences" / "reported.yaml").unlink()
+        without_file = Engine(engine.db, load(project_at(tmp_path)), clock=engine.clock)
+        orphan = await build_report(without_file, "reported")
 
     assert [q.name for q in report.sequences] == ["reported"]
     seq = report.sequences[0]
@@ -287,6 +300,13 @@ async def test_every_figure_matches_the_scenario(database_url: str, tmp_path: Pa
     assert unused.sequences[0].enrollments == 0
     assert unused.sequences[0].steps and all(s.sent == 0 for s in unused.sequences[0].steps)
     assert unused.idle_total == 0 and not unused.stuck
+
+    (gone,) = orphan.sequences
+    assert not gone.in_project and gone.description == ""
+    # Same steps in the same order and the same figures; only the content needs the file.
+    assert [s.as_dict() for s in gone.steps] == [{**s.as_dict(), "content": ""} for s in seq.steps]
+    assert all(s.in_sequence for s in gone.steps)
+    assert gone.signals == seq.signals and gone.replies_by_attempt == seq.replies_by_attempt
 
     _check_renderings(report)
 
