@@ -270,7 +270,9 @@ async def build_report(engine: Engine, sequence: str | None = None) -> Report:
     Raises ``NotFound`` (with did-you-mean) for a name neither the project nor the database
     knows."""
     now = engine.now()
+    stuck_totals: dict[str, int] = {}
     async with engine.db.transaction() as s:
+        await aq.settle_in(s)
         known = {k.name: k for k in await aq.known_sequences(s)}
         record = None
         if sequence is not None:
@@ -283,12 +285,11 @@ async def build_report(engine: Engine, sequence: str | None = None) -> Report:
                 raise NotFound(f"no sequence named {sequence!r} ({hint})")
         if sequence is not None and record is None:
             # In the project but never synced or enrolled: a report of zeros, steps listed.
-            outcomes: list[tuple[str, str, str | None, int]] = []
-            contacts: dict[str, int] = {}
+            outcomes: list[tuple[int, str, str | None, int]] = []
+            contacts: dict[int, int] = {}
             touches: list[aq.TouchCount] = []
             signals: list[aq.SignalCount] = []
             idle_total, idle, stuck = 0, list[aq.IdleLead](), list[aq.StuckTouch]()
-            stuck_totals: dict[str, int] = {}
         else:
             only = record.id if record else None
             outcomes = await aq.enrollment_outcomes(s, only)
@@ -296,17 +297,23 @@ async def build_report(engine: Engine, sequence: str | None = None) -> Report:
             touches = await aq.touch_counts(s, only)
             signals = await aq.signal_counts(s, only)
             idle_total, idle = await aq.idle_leads(s, now, only, LISTED)
-            stuck_totals, stuck = await aq.stuck_touches(s, only, LISTED)
-    names = [sequence] if sequence else sorted({name for name, *_ in outcomes})
+            stuck = await aq.stuck_touches(s, only, LISTED)
+            for t in touches:
+                if t.state in aq.NEEDS_A_HUMAN:
+                    stuck_totals[t.state] = stuck_totals.get(t.state, 0) + t.count
+    # The heavy queries group by sequence id; names are looked up here, once.
+    ids = {k.name: k.id for k in known.values()}
+    by_id = {k.id: k.name for k in known.values()}
+    names = [sequence] if sequence else sorted({by_id[i] for i, *_ in outcomes})
     figures = tuple(
         _sequence_figures(
             engine,
             name,
             known.get(name),
-            [o for o in outcomes if o[0] == name],
-            contacts.get(name, 0),
-            [t for t in touches if t.sequence == name],
-            [g for g in signals if g.sequence == name],
+            [o for o in outcomes if o[0] == ids.get(name)],
+            contacts.get(ids.get(name, -1), 0),
+            [t for t in touches if t.sequence == ids.get(name)],
+            [g for g in signals if g.sequence == ids.get(name)],
         )
         for name in names
     )
@@ -326,7 +333,7 @@ def _sequence_figures(
     engine: Engine,
     name: str,
     known: aq.KnownSequence | None,
-    outcomes: list[tuple[str, str, str | None, int]],
+    outcomes: list[tuple[int, str, str | None, int]],
     contacted: int,
     touches: list[aq.TouchCount],
     signals: list[aq.SignalCount],

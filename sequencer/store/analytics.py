@@ -8,11 +8,23 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Select, and_, case, exists, func, literal, or_, select, union_all
+from sqlalchemy import (
+    Select,
+    and_,
+    case,
+    exists,
+    func,
+    literal,
+    or_,
+    select,
+    text,
+    union_all,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from sequencer.core.states import EnrollmentState, EventKind, TaskState, TouchState
+from sequencer.store.dialect import dialect_name
 from sequencer.store.models import (
     Enrollment,
     Event,
@@ -51,7 +63,7 @@ class KnownSequence:
 
 @dataclass(frozen=True)
 class TouchCount:
-    sequence: str
+    sequence: int  # the sequence's id
     step: str
     step_index: int
     channel: str
@@ -65,7 +77,7 @@ class SignalCount:
     """Inbound signals (replied, bounced, unsubscribed, out_of_office) attributed to the touch
     they answer: the one the event names, else the last email that went out before it."""
 
-    sequence: str
+    sequence: int  # the sequence's id
     step: str | None  # None: nothing had gone out to that enrollment yet
     template: str | None
     kind: str
@@ -101,6 +113,13 @@ class StuckTouch:
     stop_reason: str | None
 
 
+async def settle_in(session: AsyncSession) -> None:
+    """For the few large queries of a report: PostgreSQL's JIT would spend longer compiling
+    each one than it saves (about a second per query on a million enrollments)."""
+    if dialect_name(session) == "postgresql":
+        await session.execute(text("SET LOCAL jit = off"))
+
+
 async def known_sequences(session: AsyncSession) -> list[KnownSequence]:
     """Every sequence the database knows, with the step ids of its newest version."""
     newest = (
@@ -134,36 +153,39 @@ def _only(statement: _S, sequence_id: int | None) -> _S:
 
 async def enrollment_outcomes(
     session: AsyncSession, sequence_id: int | None = None
-) -> list[tuple[str, str, str | None, int]]:
-    """(sequence, state, stop reason, count) of enrollments."""
-    statement = (
-        select(SequenceRecord.name, Enrollment.state, Enrollment.stop_reason, func.count())
-        .join(SequenceRecord, SequenceRecord.id == Enrollment.sequence_id)
-        .group_by(SequenceRecord.name, Enrollment.state, Enrollment.stop_reason)
-    )
+) -> list[tuple[int, str, str | None, int]]:
+    """(sequence id, state, stop reason, count) of enrollments."""
+    statement = select(
+        Enrollment.sequence_id, Enrollment.state, Enrollment.stop_reason, func.count()
+    ).group_by(Enrollment.sequence_id, Enrollment.state, Enrollment.stop_reason)
     result = await session.execute(_only(statement, sequence_id))
-    return [(name, state, reason, count) for name, state, reason, count in result.all()]
+    return [(sequence, state, reason, count) for sequence, state, reason, count in result.all()]
 
 
-async def contacted(session: AsyncSession, sequence_id: int | None = None) -> dict[str, int]:
-    """Enrollments per sequence that got at least one email (or may have): the people a
+async def contacted(session: AsyncSession, sequence_id: int | None = None) -> dict[int, int]:
+    """Enrollments per sequence id that got at least one email (or may have): the people a
     sequence could have won a reply from."""
+    emailed = (
+        exists()
+        .where(
+            Touch.enrollment_id == Enrollment.id,
+            Touch.channel == "email",
+            Touch.state.in_(DELIVERED),
+        )
+        .correlate(Enrollment)
+    )
     statement = (
-        select(SequenceRecord.name, func.count(func.distinct(Touch.enrollment_id)))
-        .join(Enrollment, Enrollment.id == Touch.enrollment_id)
-        .join(SequenceRecord, SequenceRecord.id == Enrollment.sequence_id)
-        .where(Touch.channel == "email", Touch.state.in_(DELIVERED))
-        .group_by(SequenceRecord.name)
+        select(Enrollment.sequence_id, func.count()).where(emailed).group_by(Enrollment.sequence_id)
     )
     result = await session.execute(_only(statement, sequence_id))
-    return {name: count for name, count in result.all()}
+    return {sequence: count for sequence, count in result.all()}
 
 
 async def touch_counts(session: AsyncSession, sequence_id: int | None = None) -> list[TouchCount]:
-    """Touches per sequence, step, template and state."""
+    """Touches per sequence id, step, template and state."""
     statement = (
         select(
-            SequenceRecord.name,
+            Enrollment.sequence_id,
             Touch.step_id,
             func.min(Touch.step_index),
             Touch.channel,
@@ -172,48 +194,56 @@ async def touch_counts(session: AsyncSession, sequence_id: int | None = None) ->
             func.count(),
         )
         .join(Enrollment, Enrollment.id == Touch.enrollment_id)
-        .join(SequenceRecord, SequenceRecord.id == Enrollment.sequence_id)
-        .group_by(SequenceRecord.name, Touch.step_id, Touch.channel, Touch.template, Touch.state)
+        .group_by(Enrollment.sequence_id, Touch.step_id, Touch.channel, Touch.template, Touch.state)
     )
     result = await session.execute(_only(statement, sequence_id))
     return [TouchCount(*row) for row in result.all()]
 
 
 async def signal_counts(session: AsyncSession, sequence_id: int | None = None) -> list[SignalCount]:
-    """Replies, bounces, unsubscribes and out-of-office replies per sequence, step, template
-    and (for replies) attempt number."""
-    # The events to count, as a table the rest is joined to (an IN list here makes SQLite
-    # probe it once per enrollment when a sequence is chosen).
-    chosen = union_all(
-        select(Event.id.label("id")).where(Event.kind.in_(EVERY_TIME)),
-        select(func.min(Event.id))
+    """Replies, bounces, unsubscribes and out-of-office replies per sequence id, step,
+    template and (for replies) attempt number."""
+    once = (
+        select(
+            Event.enrollment_id,
+            Event.kind,
+            Event.touch_id,
+            Event.at,
+            func.row_number()
+            .over(partition_by=(Event.enrollment_id, Event.kind), order_by=Event.id)
+            .label("n"),
+        )
         .where(Event.kind.in_(ONCE_PER_ENROLLMENT), Event.enrollment_id.is_not(None))
-        .group_by(Event.enrollment_id, Event.kind),
-    ).cte("chosen")
+        .subquery()
+    )
+    signal = union_all(
+        select(Event.enrollment_id, Event.kind, Event.touch_id, Event.at).where(
+            Event.kind.in_(EVERY_TIME), Event.enrollment_id.is_not(None)
+        ),
+        select(once.c.enrollment_id, once.c.kind, once.c.touch_id, once.c.at).where(once.c.n == 1),
+    ).subquery()
     earlier = aliased(Touch)
     last_out = (
         select(earlier.id)
         .where(
-            earlier.enrollment_id == Event.enrollment_id,
+            earlier.enrollment_id == signal.c.enrollment_id,
             earlier.channel == "email",
             earlier.state.in_(DELIVERED),
-            earlier.completed_at <= Event.at,
+            earlier.completed_at <= signal.c.at,
         )
         .order_by(earlier.completed_at.desc(), earlier.step_index.desc())
         .limit(1)
-        .correlate(Event)
+        .correlate(signal)
         .scalar_subquery()
     )
-    signal = (
-        select(
-            Event.enrollment_id,
-            Event.kind,
-            func.coalesce(Event.touch_id, last_out).label("touch_id"),
-        )
-        .select_from(chosen)
-        .join(Event, Event.id == chosen.c.id)
-        .cte("signal")
-    )
+    attributed = select(
+        signal.c.enrollment_id,
+        signal.c.kind,
+        func.coalesce(signal.c.touch_id, last_out).label("touch_id"),
+    ).cte("attributed")
+    if dialect_name(session) == "postgresql":
+        # Computed once, then joined: otherwise PostgreSQL runs the look-up twice per row.
+        attributed = attributed.prefix_with("MATERIALIZED")
     answered = aliased(Touch)
     before = aliased(Touch)
     ordinal = (
@@ -228,24 +258,23 @@ async def signal_counts(session: AsyncSession, sequence_id: int | None = None) -
         .scalar_subquery()
     )
     attempt = case(
-        (and_(signal.c.kind == EventKind.REPLIED.value, answered.id.is_not(None)), ordinal),
+        (and_(attributed.c.kind == EventKind.REPLIED.value, answered.id.is_not(None)), ordinal),
         else_=literal(None),
     )
     rows = (
         select(
-            SequenceRecord.name.label("sequence"),
+            Enrollment.sequence_id.label("sequence"),
             answered.step_id.label("step"),
             answered.template.label("template"),
-            signal.c.kind.label("kind"),
+            attributed.c.kind.label("kind"),
             attempt.label("attempt"),
         )
-        .select_from(signal)
-        .join(Enrollment, Enrollment.id == signal.c.enrollment_id)
-        .join(SequenceRecord, SequenceRecord.id == Enrollment.sequence_id)
-        .outerjoin(answered, answered.id == signal.c.touch_id)
+        .select_from(attributed)
+        .join(Enrollment, Enrollment.id == attributed.c.enrollment_id)
+        .outerjoin(answered, answered.id == attributed.c.touch_id)
     )
-    attributed = _only(rows, sequence_id).subquery()
-    columns = [attributed.c[name] for name in ("sequence", "step", "template", "kind", "attempt")]
+    grouped = _only(rows, sequence_id).subquery()
+    columns = [grouped.c[name] for name in ("sequence", "step", "template", "kind", "attempt")]
     result = await session.execute(select(*columns, func.count()).group_by(*columns))
     return [SignalCount(r[0], r[1], r[2], r[3], r[4], r[5]) for r in result.all()]
 
@@ -284,59 +313,66 @@ async def idle_leads(
     session: AsyncSession, now: datetime, sequence_id: int | None = None, limit: int = 100
 ) -> tuple[int, list[IdleLead]]:
     """How many live enrollments nobody is working, and the oldest ``limit`` of them with the
-    last touch each had (the clue to why it went quiet)."""
-    base = (
-        select(Enrollment.id)
+    last touch each had (the clue to why it went quiet). One pass: the total is a window."""
+    idle = (
+        select(
+            Enrollment.id,
+            Enrollment.prospect_id,
+            Enrollment.sequence_id,
+            Enrollment.state,
+            Enrollment.updated_at,
+        )
         .join(SequenceRecord, SequenceRecord.id == Enrollment.sequence_id)
         .where(*_idle_filter(now))  # type: ignore[arg-type]
     )
-    base = _only(base, sequence_id)
-    total = (await session.execute(select(func.count()).select_from(base.subquery()))).scalar_one()
+    every = _only(idle, sequence_id).cte("idle")
+    if dialect_name(session) == "postgresql":
+        # The whole set first (anti-joins by hash): with the LIMIT in view, PostgreSQL
+        # would walk every live enrollment in date order probing touches one by one.
+        every = every.prefix_with("MATERIALIZED")
+    idle_rows = (
+        select(every, func.count().over().label("total"))
+        .order_by(every.c.updated_at, every.c.id)
+        .limit(limit)
+        .subquery()
+    )
     latest = aliased(Touch)
     last_touch = (
         select(latest.id)
-        .where(latest.enrollment_id == Enrollment.id)
+        .where(latest.enrollment_id == idle_rows.c.id)
         .order_by(latest.step_index.desc(), latest.id.desc())
         .limit(1)
-        .correlate(Enrollment)
+        .correlate(idle_rows)
         .scalar_subquery()
     )
     listed = (
         select(
-            Enrollment.id,
+            idle_rows.c.total,
+            idle_rows.c.id,
             Prospect.email,
             Prospect.first_name,
             Prospect.last_name,
             SequenceRecord.name,
-            Enrollment.state,
-            Enrollment.updated_at,
+            idle_rows.c.state,
+            idle_rows.c.updated_at,
             Touch.step_id,
             Touch.state,
         )
-        .join(SequenceRecord, SequenceRecord.id == Enrollment.sequence_id)
-        .join(Prospect, Prospect.id == Enrollment.prospect_id)
+        .select_from(idle_rows)
+        .join(SequenceRecord, SequenceRecord.id == idle_rows.c.sequence_id)
+        .join(Prospect, Prospect.id == idle_rows.c.prospect_id)
         .outerjoin(Touch, Touch.id == last_touch)
-        .where(*_idle_filter(now))  # type: ignore[arg-type]
-        .order_by(Enrollment.updated_at, Enrollment.id)
-        .limit(limit)
+        .order_by(idle_rows.c.updated_at, idle_rows.c.id)
     )
-    result = await session.execute(_only(listed, sequence_id))
-    return int(total), [IdleLead(*row) for row in result.all()]
+    rows = (await session.execute(listed)).all()
+    total = int(rows[0][0]) if rows else 0
+    return total, [IdleLead(*row[1:]) for row in rows]
 
 
 async def stuck_touches(
     session: AsyncSession, sequence_id: int | None = None, limit: int = 100
-) -> tuple[dict[str, int], list[StuckTouch]]:
-    """Touches `failed` or `unknown`: how many of each, and the newest ``limit``."""
-    counted = (
-        select(Touch.state, func.count())
-        .join(Enrollment, Enrollment.id == Touch.enrollment_id)
-        .where(Touch.state.in_(NEEDS_A_HUMAN))
-        .group_by(Touch.state)
-    )
-    totals = {
-        state: count for state, count in (await session.execute(_only(counted, sequence_id))).all()
-    }
+) -> list[StuckTouch]:
+    """The newest ``limit`` touches `failed` or `unknown` (``touch_counts`` counts them all)."""
     listed = (
         select(
             Touch.id,
@@ -359,4 +395,4 @@ async def stuck_touches(
         .limit(limit)
     )
     result = await session.execute(_only(listed, sequence_id))
-    return totals, [StuckTouch(*row) for row in result.all()]
+    return [StuckTouch(*row) for row in result.all()]
