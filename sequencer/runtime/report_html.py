@@ -340,7 +340,7 @@ The engine should never leave one like this; each needs a look.</p>
 <tr><th>state</th><th>prospect</th><th>sequence / step</th><th>error</th><th>since</th>
 <th>what to do</th></tr>
 {% for s in report.stuck %}
-<tr><td class="state-{{ s.state }}">{{ s.state }}</td><td>{{ s.email }}</td>
+<tr><td class="name state-{{ s.state }}">{{ s.state }}</td><td>{{ s.email }}</td>
 <td>{{ s.sequence }} / {{ s.step }}</td>
 <td>{{ s.error }}</td><td class="when">{{ s.since | day }}</td><td>{{ s.todo }}</td></tr>
 {% endfor %}
