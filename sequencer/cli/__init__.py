@@ -17,6 +17,7 @@ from sequencer.cli import (  # noqa: F401  (importing registers the commands)
     report,
     running,
     tasks,
+    touches,
     watching,
     web,
 )

@@ -492,9 +492,9 @@ def _stuck(row: aq.StuckTouch) -> StuckTouch:
     if row.state == TouchState.UNKNOWN.value:
         todo = (
             f"the connection dropped after the email was handed over: look for Message-ID "
-            f"{row.message_id or '(none)'} in the Sent folder of {row.mailbox}. Found: it "
-            "arrived. Not found: it never left. `unknown_outcome: check_sent_folder` on the "
-            "mailbox checks by itself (docs/mailboxes.md)"
+            f"{row.message_id or '(none)'} in the Sent folder of {row.mailbox}, then "
+            f"`sequencer touch settle {row.touch_id} --arrived` if it is there, `--resend` if "
+            "not. `unknown_outcome: check_sent_folder` on the mailbox checks by itself"
         )
     elif _SMTP_REFUSAL.match(error):
         todo = "the server refused the address; it is suppressed. Find the right address"

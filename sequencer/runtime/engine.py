@@ -214,6 +214,39 @@ class Engine:
             return None
         return await tq.get_touch_for_step(s, enrollment.id, plan.step.id)
 
+    async def settle(
+        self, touch_id: int, *, arrived: bool, note: str | None = None
+    ) -> Touch | None:
+        """A person decided what became of an email whose delivery is `unknown` (they looked in
+        the Sent folder, or asked the prospect): ``arrived`` records it sent and the sequence
+        moves on; otherwise it goes out again now, with the same Message-ID. Returns the touch
+        planned next (arrived) or the touch itself (to be resent)."""
+        async with self.db.transaction() as s:
+            now = self.now()
+            touch = await tq.get_touch(s, touch_id, lock=True)
+            if touch is None:
+                raise NotFound(
+                    f"no touch {touch_id}; `sequencer status` lists those that need a human"
+                )
+            if touch.state != TouchState.UNKNOWN.value:
+                raise InvalidState(
+                    f"touch {touch_id} is {touch.state}, not unknown; only an email whose "
+                    "delivery is unknown can be settled"
+                )
+            enrollment = await eq.get_enrollment(s, touch.enrollment_id, lock=True)
+            assert enrollment is not None
+            if not arrived:
+                if enrollment.state != EnrollmentState.ACTIVE.value:
+                    raise InvalidState(
+                        f"touch {touch_id}'s enrollment is {enrollment.state}; it will not be sent "
+                        "again (resume it first, or settle it with --arrived)"
+                    )
+                await tq.reschedule(s, touch.id, now, now)
+                return touch
+            await tq.set_touch_state(s, [touch.id], TouchState.SENDING, now)
+            data: dict[str, object] = {"confirmed": "by hand" + (f": {note}" if note else "")}
+            return await self._complete(s, touch.id, TouchState.SENT, now, EventKind.SENT, data)
+
     async def complete_task(
         self, task_id: int, outcome: TaskOutcome, note: str | None = None
     ) -> Touch | None:

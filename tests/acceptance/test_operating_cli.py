@@ -273,3 +273,14 @@ def test_an_undone_task_moves_on_by_itself(run: Run, project: Path) -> None:
     assert isinstance(timeline, dict)
     assert [e["kind"] for e in timeline["events"]][-1] == "task_expired"
     assert timeline["enrollments"][0]["next"]["step"] == "email"
+
+
+def test_settling_a_touch_needs_a_decision_and_an_unknown_touch(run: Run) -> None:
+    enrolled = run("enroll", "cold-outbound", str(EXAMPLES / "prospects.csv"), "--owner", OWNER)
+    assert enrolled.code == 0
+    undecided = run("touch", "settle", "1")
+    assert undecided.code == 2 and "--arrived or --resend" in undecided.err
+    missing = run("touch", "settle", "999999", "--arrived")
+    assert missing.code == 1 and "no touch 999999" in missing.err
+    scheduled = run("touch", "settle", "1", "--resend")
+    assert scheduled.code == 1 and "not unknown" in scheduled.err

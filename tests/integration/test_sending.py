@@ -25,6 +25,7 @@ from servers.dovecot import DovecotServer
 from servers.smtp import FaultySMTPServer, RecordingSMTPServer
 
 from sequencer.catalog import Project
+from sequencer.core.errors import InvalidState, NotFound
 from sequencer.core.mailbox_config import Security
 from sequencer.core.prospects import ProspectRow
 from sequencer.core.states import TouchState
@@ -211,6 +212,40 @@ async def test_a_lost_connection_after_data_is_unknown_and_held(
             (touch,) = await touches(engine, "drop-after-data-dana@globex.example")
             assert touch.state == "unknown"
         assert len(server.messages) == 1  # the server did get it; the client could not know
+
+
+async def test_a_person_settles_an_unknown_email_as_arrived_and_the_sequence_moves_on(
+    database_url: str, tmp_path: Path
+) -> None:
+    with FaultySMTPServer() as server:
+        async with sending(database_url, tmp_path, server.port) as (engine, sender):
+            await enroll_rows(engine, "three", people("drop-after-data-dana@globex.example"))
+            assert await send_due(engine, sender) == [Outcome.UNKNOWN]
+            (held,) = await touches(engine, "drop-after-data-dana@globex.example")
+            planned = await engine.settle(held.id, arrived=True, note="in the Sent folder")
+            assert planned is not None and planned.step_id == "follow"
+            first, follow = await touches(engine, "drop-after-data-dana@globex.example")
+            assert (first.state, follow.state) == ("sent", "scheduled")
+            with pytest.raises(InvalidState, match="not unknown"):
+                await engine.settle(held.id, arrived=False)
+    assert len(server.messages) == 1
+
+
+async def test_a_person_settles_an_unknown_email_as_never_sent_and_it_goes_again(
+    database_url: str, tmp_path: Path
+) -> None:
+    with FaultySMTPServer() as server:
+        async with sending(database_url, tmp_path, server.port) as (engine, sender):
+            await enroll_rows(engine, "three", people("drop-after-data-dana@globex.example"))
+            assert await send_due(engine, sender) == [Outcome.UNKNOWN]
+            (held,) = await touches(engine, "drop-after-data-dana@globex.example")
+            await engine.settle(held.id, arrived=False)
+            move_to(engine, engine.now() + timedelta(minutes=2))  # the mailbox's spacing
+            assert await send_due(engine, sender) == [Outcome.UNKNOWN]  # the server drops again
+            with pytest.raises(NotFound):
+                await engine.settle(held.id + 1000, arrived=True)
+    ids = {m.parsed["Message-ID"] for m in server.messages}
+    assert len(server.messages) == 2 and len(ids) == 1
 
 
 async def test_resend_policy_sends_again_with_the_same_message_id(
