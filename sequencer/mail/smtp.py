@@ -9,6 +9,7 @@ import re
 import socket
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import TracebackType
@@ -108,9 +109,18 @@ class _Attempt:
 class SmtpPool:
     """Pooled aiosmtplib connections for one mailbox; send() never raises for SMTP conditions."""
 
-    def __init__(self, settings: SmtpSettings, *, name: str) -> None:
+    def __init__(
+        self,
+        settings: SmtpSettings,
+        *,
+        name: str,
+        reload: Callable[[], SmtpSettings] | None = None,
+    ) -> None:
         self.settings = settings
         self.name = name
+        #: Reads the settings again (secrets from their variable or file) before each new
+        #: connection: OAuth2 access tokens expire within the hour and are refreshed outside.
+        self._reload = reload
         self._slots = asyncio.Semaphore(settings.pool_size)
         self._idle: list[tuple[aiosmtplib.SMTP, float]] = []
         self._closed = False
@@ -215,8 +225,22 @@ class SmtpPool:
         else:
             smtp.close()
 
+    def _refresh(self) -> None:
+        """Take up a changed secret; a secret that cannot be read now keeps the last one."""
+        if self._reload is None:
+            return
+        try:
+            fresh = self._reload()
+        except ConfigError as exc:
+            log.warning("%s: keeping the last SMTP secret read: %s", self.name, exc)
+            return
+        if fresh != self.settings:
+            self.settings = fresh
+            self._secrets = _secret_forms(fresh)
+
     async def _open(self) -> tuple[aiosmtplib.SMTP, aiosmtplib.SMTPResponse]:
         """A connected, secured, logged-in connection and the last reply that proved it."""
+        self._refresh()
         s = self.settings
         # Credentials are not handed to aiosmtplib: logging in by hand tells a refused login
         # apart from a refused connection, and keeps secrets off the SMTP object.

@@ -51,7 +51,11 @@ class Mailboxes:
             box = self.box(address)
             if box is None:
                 raise ConfigError(f"mailbox {address} is not configured in sequencer.yaml")
-            self._pools[address] = SmtpPool(smtp_settings(box, self.env), name=address)
+            self._pools[address] = SmtpPool(
+                smtp_settings(box, self.env),
+                name=address,
+                reload=lambda: smtp_settings(box, self.env),
+            )
         return self._pools[address]
 
     async def close(self) -> None:

@@ -17,6 +17,7 @@ from servers.smtp import (
 )
 
 from sequencer.core.errors import ConfigError, MailboxUnavailable
+from sequencer.mail.credentials import resolve_secret
 from sequencer.mail.smtp import Security, SendOutcome, SendResult, SmtpPool, SmtpSettings
 
 SENDER = "ana.reyes@northwind.example"
@@ -593,6 +594,30 @@ async def test_oauth2_token_login_sends(login: RecordingSMTPServer, make_pool: P
 
     assert result.outcome is SendOutcome.ACCEPTED
     assert login.logins == [("XOAUTH2", True)]
+
+
+async def test_a_refreshed_oauth2_token_is_used_by_the_next_connection(
+    login: RecordingSMTPServer, tmp_path: Path
+) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("ya29.expired-token-value")
+
+    def current() -> SmtpSettings:
+        token = resolve_secret(None, str(token_file), what="test mailbox smtp")
+        return settings_for(login.port, username=SENDER, oauth2_token=token)
+
+    async with SmtpPool(current(), name=SENDER, reload=current) as pool:
+        with pytest.raises(MailboxUnavailable):
+            await pool.check()
+        token_file.write_text(TOKEN)  # what an outside refresher does every hour
+        assert "authenticated as" in await pool.check()
+        result = await pool.send(
+            SENDER, "ok-maria@acme.example", raw_message("ok-maria@acme.example")
+        )
+        assert result.outcome is SendOutcome.ACCEPTED
+        token_file.unlink()  # a refresher caught mid-write: the last token read is kept
+        assert "authenticated as" in await pool.check()
+    assert login.logins[:2] == [("XOAUTH2", False), ("XOAUTH2", True)]
 
 
 async def test_expired_oauth2_token_is_mailbox_down_and_never_shown(
