@@ -82,6 +82,27 @@ def make_project(
     return project_at(root)
 
 
+def one_email_sequence(template: str, mailboxes: Sequence[str] = (OWNER,)) -> str:
+    """A sequence of one immediate email from ``mailboxes``, sendable at any hour of any day and
+    with no per-prospect limits: for tests of sending itself, whatever time they run."""
+    return f"""\
+description: One immediate email.
+schedule:
+  timezone: UTC
+  days: every day
+  hours: "00:00-23:59"
+limits:
+  min_gap: none
+  max_per_week: none
+mailbox: [{", ".join(mailboxes)}]
+steps:
+  - id: hello
+    delay: immediately
+    anytime: true
+    email: {template}
+"""
+
+
 def write_sequence(root: Path, name: str, text: str) -> Path:
     path = root / "sequences" / f"{name}.yaml"
     path.write_text(text, encoding="utf-8")

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import OTHER_MAILBOX, OWNER, load, make_project, person
+from helpers import OTHER_MAILBOX, OWNER, load, make_project, one_email_sequence, person
 from servers.smtp import RecordingSMTPServer
 from sqlalchemy import select
 
@@ -55,25 +55,9 @@ BOTH_MAILBOXES = (OWNER, OTHER_MAILBOX)
 
 
 def one_email(mailboxes: tuple[str, ...] = BOTH_MAILBOXES) -> str:
-    """One immediate email, spread over ``mailboxes``. The window covers the whole day and
-    `anytime` lifts even the last minute (23:59-24:00) the window syntax leaves out, so the
-    test never waits for a window whatever the time of day it runs."""
-    return f"""\
-description: One immediate email, for crash tests.
-schedule:
-  timezone: UTC
-  days: every day
-  hours: "00:00-23:59"
-limits:
-  min_gap: none
-  max_per_week: none
-mailbox: [{", ".join(mailboxes)}]
-steps:
-  - id: hello
-    delay: immediately
-    anytime: true
-    email: {TEMPLATE}
-"""
+    """One immediate email, spread over ``mailboxes``, whatever the time of day the test runs
+    (`anytime` lifts even the last minute, 23:59-24:00, that the window syntax leaves out)."""
+    return one_email_sequence(TEMPLATE, mailboxes)
 
 
 NOTE = """\

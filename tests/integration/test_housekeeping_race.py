@@ -9,28 +9,20 @@ import asyncio
 from datetime import timedelta
 from pathlib import Path
 
-from helpers import OWNER, enroll_rows, make_project, move_to, people, running_engine
+from helpers import (
+    enroll_rows,
+    make_project,
+    move_to,
+    one_email_sequence,
+    people,
+    running_engine,
+)
 
 from sequencer.core.states import TouchState
 from sequencer.runtime.dispatcher import Dispatcher
 from sequencer.store import touches as tq
 
-ONE_EMAIL = f"""\
-description: One immediate email.
-schedule:
-  timezone: UTC
-  days: every day
-  hours: "00:00-23:59"
-limits:
-  min_gap: none
-  max_per_week: none
-mailbox: [{OWNER}]
-steps:
-  - id: hello
-    delay: immediately
-    anytime: true
-    email: cold-intro
-"""
+ONE_EMAIL = one_email_sequence("cold-intro")
 
 
 async def test_a_touch_sent_while_housekeeping_runs_stays_sent(

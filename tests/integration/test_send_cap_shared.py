@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
-from helpers import OWNER, load, make_project, person
+from helpers import OWNER, load, make_project, one_email_sequence, person
 from servers.smtp import RecordingSMTPServer
 
 from sequencer.core.states import TouchState
@@ -23,22 +23,7 @@ from sequencer.store.database import Database
 SECRET = b"cap-test-secret-0123456789abcdef"
 CAP = 3
 #: One immediate email from Ana's mailbox, at any hour, with no per-prospect limits.
-ONE_EMAIL = f"""\
-description: One immediate email.
-schedule:
-  timezone: UTC
-  days: every day
-  hours: "00:00-23:59"
-limits:
-  min_gap: none
-  max_per_week: none
-mailbox: [{OWNER}]
-steps:
-  - id: hello
-    delay: immediately
-    anytime: true
-    email: note
-"""
+ONE_EMAIL = one_email_sequence("note")
 NOTE = """\
 ---
 subject: "A note"
