@@ -21,12 +21,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-import yaml
-from helpers import enrollment, move_to, running_engine, touches
+from helpers import enrollment, move_to, touches
 from servers.dovecot import DovecotServer
 from servers.smtp import FaultySMTPServer
 from sqlalchemy import text
-from test_sending import SECRET, project_with_smtp
 from test_watcher import (
     PASSWORD_ENV,
     Inbox,
@@ -37,13 +35,11 @@ from test_watcher import (
     sent_intros,
     state_of,
     wait_until,
+    watched_inbox,
 )
 
 from sequencer.runtime.dispatcher import LocalRunner
 from sequencer.runtime.engine import Engine
-from sequencer.runtime.inbox import InboxProcessor
-from sequencer.runtime.mailboxes import Mailboxes
-from sequencer.runtime.sender import Sender
 from sequencer.store.database import Database
 from sequencer.store.models import Touch
 
@@ -111,31 +107,8 @@ async def inbox(
     monkeypatch.setenv(PASSWORD_ENV, password)
     plan = {email: ("ok", "slow-after-data") for email in EMAILS}
     with FaultySMTPServer(plan=plan, stall_seconds=FOLLOW_UP_SECONDS) as smtp:
-        project = project_with_smtp(tmp_path, smtp.port, min_spacing="0 minutes")
-        config = yaml.safe_load(project.config_path.read_text())
-        config["mailboxes"][0]["imap"] = {
-            "host": "127.0.0.1",
-            "port": dovecot_server.port,
-            "security": "none",
-            "username": user,
-            "password_env": PASSWORD_ENV,
-            "timeout": 3,
-        }
-        project.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
-        async with running_engine(database_url, project) as engine:
-            assert engine.catalog.config is not None
-            boxes = Mailboxes(engine.catalog.config)
-            try:
-                yield Inbox(
-                    engine,
-                    Sender(engine, boxes, secret=SECRET),
-                    InboxProcessor(engine, secret=SECRET),
-                    dovecot_server,
-                    user,
-                    smtp,
-                )
-            finally:
-                await boxes.close()
+        async with watched_inbox(database_url, tmp_path, smtp, dovecot_server, user) as inbox:
+            yield inbox
 
 
 async def test_no_follow_up_starts_after_its_reply_was_recorded(inbox: Inbox) -> None:

@@ -82,22 +82,21 @@ class Inbox:
         assert all("\\Seen" not in f for f in flags.values()), flags
 
 
-@pytest.fixture
-async def inbox(
+@asynccontextmanager
+async def watched_inbox(
     database_url: str,
     tmp_path: Path,
     smtp: RecordingSMTPServer,
-    dovecot_server: DovecotServer,
-    imap_user: tuple[str, str],
-    monkeypatch: pytest.MonkeyPatch,
+    dovecot: DovecotServer,
+    user: str,
 ) -> AsyncIterator[Inbox]:
-    user, password = imap_user
-    monkeypatch.setenv(PASSWORD_ENV, password)
+    """An engine whose first mailbox sends to ``smtp`` and reads ``user``'s mail on
+    ``dovecot`` (its password in PASSWORD_ENV), with a sender and an inbox processor."""
     project = project_with_smtp(tmp_path, smtp.port, min_spacing="0 minutes")
     config = yaml.safe_load(project.config_path.read_text())
     config["mailboxes"][0]["imap"] = {
         "host": "127.0.0.1",
-        "port": dovecot_server.port,
+        "port": dovecot.port,
         "security": "none",
         "username": user,
         "password_env": PASSWORD_ENV,
@@ -112,12 +111,27 @@ async def inbox(
                 engine,
                 Sender(engine, boxes, secret=SECRET),
                 InboxProcessor(engine, secret=SECRET),
-                dovecot_server,
+                dovecot,
                 user,
                 smtp,
             )
         finally:
             await boxes.close()
+
+
+@pytest.fixture
+async def inbox(
+    database_url: str,
+    tmp_path: Path,
+    smtp: RecordingSMTPServer,
+    dovecot_server: DovecotServer,
+    imap_user: tuple[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> AsyncIterator[Inbox]:
+    user, password = imap_user
+    monkeypatch.setenv(PASSWORD_ENV, password)
+    async with watched_inbox(database_url, tmp_path, smtp, dovecot_server, user) as inbox:
+        yield inbox
 
 
 @asynccontextmanager
