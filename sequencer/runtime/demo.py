@@ -175,7 +175,6 @@ class Demo:
         self.clock = ManualClock(START)
         self.counts: Counter[str] = Counter()
         self.story: list[DemoEvent] = []
-        self.names: dict[str, str] = {}
         self.sent: list[tuple[datetime, Captured]] = []
         self.fed: list[tuple[datetime, Beat, bytes]] = []
         self._last_event = 0
@@ -187,7 +186,14 @@ class Demo:
         )
         self._requested = False
         self._rep_turn = 0
-        self._zones = {email: ZoneInfo(name) for email, name in self._zone_names().items() if name}
+        self.prospects = self._read_prospects()
+        everyone = [*self.prospects, DEMO_REQUEST]
+        self.names = {
+            row.email: f"{row.fields.get('first_name', '')} {row.fields.get('last_name', '')}"
+            for row in everyone
+        }
+        self._zone_names = {row.email: row.fields.get("timezone", "") for row in everyone}
+        self._zones = {email: ZoneInfo(name) for email, name in self._zone_names.items() if name}
 
     async def run(self) -> DemoResult:
         prepare_out(self.out)
@@ -209,11 +215,7 @@ class Demo:
     async def _simulate(self, engine: Engine, catalog: Catalog, smtp: CaptureServer) -> DemoResult:
         assert catalog.config is not None
         owner = catalog.config.mailboxes[0].address
-        rows = self._prospects()
-        for row in [*rows, DEMO_REQUEST]:
-            fields = row.fields
-            self.names[row.email] = f"{fields.get('first_name', '')} {fields.get('last_name', '')}"
-        await enroll(engine, OUTBOUND, rows, owner=owner)
+        await enroll(engine, OUTBOUND, self.prospects, owner=owner)
         mailboxes = Mailboxes(catalog.config, env={})
         sender = Sender(engine, mailboxes, secret=SECRET)
         processor = InboxProcessor(engine, secret=SECRET)
@@ -375,20 +377,16 @@ class Demo:
             checks.sent_once(self.sent, self.counts[EventKind.SENT]),
             checks.nothing_after_a_stop(self.sent, self.story),
             checks.no_repeats(self.story),
-            checks.inside_windows(self.story, engine.sequences, self._zone_names()),
+            checks.inside_windows(self.story, engine.sequences, self._zone_names),
         ]
 
-    def _prospects(self) -> list[ProspectRow]:
+    def _read_prospects(self) -> list[ProspectRow]:
         """The example prospects; the examples are ours, so a bad row is a bug worth a stop."""
         rows = list(read_csv(self.prospects_csv))
         problems = [row for row in rows if not isinstance(row, ProspectRow)]
         if problems:
             raise ConfigError(f"{self.prospects_csv}: {problems[0]}")
         return [row for row in rows if isinstance(row, ProspectRow)]
-
-    def _zone_names(self) -> dict[str, str]:
-        rows = [*self._prospects(), DEMO_REQUEST]
-        return {row.email: row.fields.get("timezone", "") for row in rows}
 
     async def _report(self, engine: Engine, result: DemoResult) -> None:
         """The same report `sequencer report` shows, and its HTML file."""
