@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 import httpx
@@ -172,37 +172,31 @@ async def web_app(
 # --- reading back -----------------------------------------------------------------------------
 
 
-async def enrollments_of(engine: Engine, email: str) -> list[Enrollment]:
+Row = TypeVar("Row", Enrollment, Touch, Event)
+
+
+async def _rows_of(engine: Engine, model: type[Row], email: str) -> list[Row]:
+    """The prospect's rows of ``model`` (enrollments, touches or events), oldest first."""
     async with engine.db.transaction() as s:
         result = await s.execute(
-            select(Enrollment)
-            .join(Prospect, Prospect.id == Enrollment.prospect_id)
+            select(model)
+            .join(Prospect, Prospect.id == model.prospect_id)
             .where(Prospect.email == email)
-            .order_by(Enrollment.id)
+            .order_by(model.id)
         )
         return list(result.scalars())
+
+
+async def enrollments_of(engine: Engine, email: str) -> list[Enrollment]:
+    return await _rows_of(engine, Enrollment, email)
 
 
 async def touches_of(engine: Engine, email: str) -> list[Touch]:
-    async with engine.db.transaction() as s:
-        result = await s.execute(
-            select(Touch)
-            .join(Prospect, Prospect.id == Touch.prospect_id)
-            .where(Prospect.email == email)
-            .order_by(Touch.id)
-        )
-        return list(result.scalars())
+    return await _rows_of(engine, Touch, email)
 
 
 async def events_of(engine: Engine, email: str) -> list[Event]:
-    async with engine.db.transaction() as s:
-        result = await s.execute(
-            select(Event)
-            .join(Prospect, Prospect.id == Event.prospect_id)
-            .where(Prospect.email == email)
-            .order_by(Event.id)
-        )
-        return list(result.scalars())
+    return await _rows_of(engine, Event, email)
 
 
 async def suppressions(engine: Engine) -> dict[str, str]:
