@@ -243,9 +243,16 @@ class Engine:
                     )
                 await tq.reschedule(s, touch.id, now, now)
                 return touch
-            await tq.set_touch_state(s, [touch.id], TouchState.SENDING, now)
-            data: dict[str, object] = {"confirmed": "by hand" + (f": {note}" if note else "")}
-            return await self._complete(s, touch.id, TouchState.SENT, now, EventKind.SENT, data)
+            confirmed = "by hand" + (f": {note}" if note else "")
+            return await self.confirm_sent(s, touch.id, now, {"confirmed": confirmed})
+
+    async def confirm_sent(
+        self, s: AsyncSession, touch_id: int, at: datetime, data: dict[str, object]
+    ) -> Touch | None:
+        """An `unknown` email turned out to have arrived (found in the Sent folder, or a person
+        says so): record it sent, with ``data`` on the event, and plan the next step."""
+        await tq.set_touch_state(s, [touch_id], TouchState.SENDING, at)
+        return await self._complete(s, touch_id, TouchState.SENT, at, EventKind.SENT, data)
 
     async def complete_task(
         self, task_id: int, outcome: TaskOutcome, note: str | None = None

@@ -593,13 +593,10 @@ class Sender:
             if touch is None or touch.state != TouchState.UNKNOWN.value:
                 return Outcome.UNKNOWN
             if found:
-                await tq.set_touch_state(s, [touch.id], TouchState.SENDING, now)
-                await self.engine._complete(
+                await self.engine.confirm_sent(
                     s,
                     touch.id,
-                    TouchState.SENT,
                     now,
-                    EventKind.SENT,
                     {"message_id": message_id, "mailbox": mailbox, "confirmed": f"in {folder}"},
                 )
                 return Outcome.SENT
